@@ -1,0 +1,15 @@
+"""hdmap_train: Hydra-composed multi-domain anomaly detection training on HDMAP data."""
+
+__version__ = "0.1.0"
+
+import os
+import warnings
+
+# Offline at run time: the Hugging Face hub is read from the local cache only, unless the user
+# explicitly sets HF_HUB_OFFLINE=0. Set before anything imports huggingface_hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Deprecation notices from inside anomalib/timm are not actionable for users of hdmap_train.
+for _module in ("timm", "anomalib"):
+    warnings.filterwarnings("ignore", category=FutureWarning, module=_module)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=_module)

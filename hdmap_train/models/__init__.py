@@ -1,0 +1,40 @@
+"""Building anomalib models from the `model` config group."""
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from torchvision.transforms.v2 import Normalize
+
+from hdmap_train.errors import HdmapError
+from hdmap_train.weights import require_pretrained
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def build_model(model_cfg: DictConfig) -> AnomalibModule:
+    """Instantiate `model_cfg.module` with hdmap_train's components.
+
+    Images arrive already resized by the datamodule, so the pre-processor only normalises (ImageNet
+    statistics for pretrained backbones). Scores stay raw (no anomalib normalisation/thresholding):
+    hdmap_train evaluates and thresholds on validation data itself. Pretrained weights must already be
+    in the local cache (checked first, with a clear message when missing).
+    """
+    if model_cfg.pretrained_backbone:
+        require_pretrained(model_cfg.pretrained_backbone, model_cfg.name)
+    transform = Normalize(IMAGENET_MEAN, IMAGENET_STD) if model_cfg.imagenet_normalize else None
+    try:
+        return instantiate(
+            model_cfg.module,
+            pre_processor=PreProcessor(transform=transform),
+            post_processor=PostProcessor(enable_normalization=False, enable_thresholding=False),
+            evaluator=False,
+            visualizer=False,
+        )
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, HdmapError):
+            raise exc.__cause__ from None
+        msg = f"Cannot build model '{model_cfg.name}' from conf/model/{model_cfg.name}.yaml: {exc}"
+        raise HdmapError(msg) from exc

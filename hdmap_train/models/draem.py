@@ -1,0 +1,60 @@
+"""DRAEM with configurable widths, a local anomaly source and a validation loss."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from anomalib.data import Batch
+from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
+from anomalib.models import Draem
+from anomalib.models.components import AnomalibModule
+from anomalib.models.image.draem.loss import DraemLoss
+from anomalib.models.image.draem.torch_model import DiscriminativeSubNetwork, DraemModel, ReconstructiveSubNetwork
+
+from hdmap_train.errors import HdmapError
+from hdmap_train.models.validation_loss import ValidationLossMixin
+
+
+class HDMAPDraem(ValidationLossMixin, Draem):
+    """anomalib's DRAEM; widths, learning rate and anomaly source are arguments.
+
+    anomaly_source_dir: folder of texture images (e.g. a local copy of DTD). None = procedural Perlin
+    noise textures. Nothing is downloaded (anomalib's Draem would fetch DTD when its folder is missing).
+    """
+
+    def __init__(
+        self,
+        reconstructive_width: int = 128,
+        discriminative_width: int = 64,
+        beta: Sequence[float] = (0.1, 1.0),
+        anomaly_source_dir: str | Path | None = None,
+        learning_rate: float = 1e-4,
+        lr_milestones: Sequence[int] = (400, 600),
+        **components,
+    ) -> None:
+        AnomalibModule.__init__(self, **components)  # not Draem.__init__: it downloads DTD
+        if anomaly_source_dir is not None and not Path(anomaly_source_dir).is_dir():
+            msg = f"model.module.anomaly_source_dir={anomaly_source_dir} is not a folder. Point it at texture images or set it to null."
+            raise HdmapError(msg)
+        self.save_hyperparameters(ignore=list(components))
+        self.augmenter = PerlinAnomalyGenerator(anomaly_source_path=anomaly_source_dir, blend_factor=tuple(beta))
+        self.model = DraemModel()
+        self.model.reconstructive_subnetwork = ReconstructiveSubNetwork(base_width=reconstructive_width)
+        self.model.discriminative_subnetwork = DiscriminativeSubNetwork(
+            in_channels=6, out_channels=2, base_width=discriminative_width
+        )
+        self.loss = DraemLoss()
+        self.sspcab = False
+        self.learning_rate = learning_rate
+        self.lr_milestones = list(lr_milestones)
+
+    def validation_loss(self, batch: Batch) -> torch.Tensor:
+        augmented, mask = self.augmenter(batch.image)
+        reconstruction = self.model.reconstructive_subnetwork(augmented)
+        prediction = self.model.discriminative_subnetwork(torch.cat([augmented, reconstruction], dim=1))
+        return self.loss(batch.image, reconstruction, mask, prediction)
+
+    def configure_optimizers(self):  # noqa: ANN201 - Lightning's optimizer/scheduler lists
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.lr_milestones, gamma=0.1)
+        return [optimizer], [scheduler]
