@@ -22,6 +22,9 @@ def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON to a temporary file next to `path`, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a result file is as readable as any other
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2, default=str)

@@ -23,7 +23,7 @@ class MissingWeightsError(HdmapError, RuntimeError):
 
 
 def _hub_cache_dir() -> Path:
-    """The hub cache directory, resolved from the environment now, as huggingface_hub does at import."""
+    """The hub cache directory, from the environment now (huggingface_hub reads it once, at import)."""
     env = os.environ
     home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
     cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")
@@ -68,13 +68,11 @@ def require_pretrained(timm_name: str, model_name: str) -> Path:
 
 
 def write_random_weights(timm_name: str, cache_dir: Path, seed: int = 0) -> Path:
-    """Test helper: store seeded random weights for ``timm_name`` in a hub cache layout under ``cache_dir``."""
+    """Test helper: save seeded randomly initialised weights for ``timm_name`` where the hub cache ``cache_dir`` has them."""
     repo, filename = pretrained_source(timm_name)
-    generator = torch.Generator().manual_seed(seed)
-    state = {
-        key: torch.randn(value.shape, generator=generator).to(value.dtype) if value.is_floating_point() else value.clone()
-        for key, value in timm.create_model(timm_name, pretrained=False).state_dict().items()
-    }
+    with torch.random.fork_rng(devices=[]):  # timm's own random initialisation, seeded: finite activations
+        torch.manual_seed(seed)
+        state = {k: v.contiguous() for k, v in timm.create_model(timm_name, pretrained=False).state_dict().items()}
     repo_dir = Path(cache_dir) / f"models--{repo.replace('/', '--')}"
     commit = "0" * 40  # snapshot folders are named by commit hash; refs/main points to it
     path = repo_dir / "snapshots" / commit / filename

@@ -1,11 +1,13 @@
 """Shared fixtures: composed configs, a tiny synthetic dataset, the CLI in a subprocess."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from huggingface_hub import constants
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -29,8 +31,7 @@ TINY_MODEL = {
     ],
     "dinomaly": [
         "model.image_size=[28,84]", "model.batch_size=8", "model.max_epochs=1",
-        "model.module.encoder_name=vit_small_patch14_reg4_dinov2", "model.module.decoder_depth=2",
-        "model.module.target_layers=[2,3,4,5]",
+        "model.module.encoder_name=vit_small_patch14_reg4_dinov2",
     ],
 }
 PRETRAINED = {"patchcore": "resnet18", "dinomaly": "vit_small_patch14_reg4_dinov2"}
@@ -62,3 +63,22 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
         [sys.executable, "-m", "hdmap_train", *args],
         cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False,
     )
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty, offline hub cache; any network connection fails the test."""
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub read these at import time and timm passes no cache_dir: patch the constants too.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    return cache

@@ -90,10 +90,10 @@ def test_faults_are_thin_horizontal_lines(default_ds: Path) -> None:
         threshold = 0.2 * scales[d]["scale"]
         good = _line_score(_load(default_ds / f"domain_{d}" / "test/good"))
         fault = _line_score(_load(default_ds / f"domain_{d}" / "test/fault"))
-        assert np.median(fault.max(axis=1)) > 3 * np.percentile(good.max(axis=1), 95)
+        assert np.median(fault.max(axis=1)) > 10 * np.percentile(good.max(axis=1), 95)
         assert ((good > threshold).sum(axis=1) == 0).mean() >= 0.95
         rows_hit = (fault > threshold).sum(axis=1)
-        assert ((rows_hit >= 1) & (rows_hit <= 6)).mean() >= 0.9, "faults should touch only a few rows"
+        assert ((rows_hit >= 1) & (rows_hit <= 6)).mean() >= 0.85, "faults should touch only a few rows"
 
 
 def test_generation_is_deterministic(tmp_path: Path) -> None:

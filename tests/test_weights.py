@@ -1,31 +1,15 @@
 """Pretrained weights come from the local Hugging Face cache only; the real timm/anomalib path loads them."""
 
-import socket
-
 import pytest
 import torch
-from huggingface_hub import constants
 from safetensors.torch import load_file
 
-from hdmap_train.weights import MissingWeightsError, pretrained_source, require_pretrained, write_random_weights
-
-
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    """An empty, offline hub cache; any network connection fails the test."""
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # huggingface_hub read these at import time and timm passes no cache_dir: patch the constants too.
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-
-    def no_network(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    return cache
+from hdmap_train.weights import (
+    MissingWeightsError,
+    pretrained_source,
+    require_pretrained,
+    write_random_weights,
+)
 
 
 def test_sources_resolve_default_tags():

@@ -28,6 +28,7 @@ def build_model(model_cfg: DictConfig) -> AnomalibModule:
     try:
         return instantiate(
             model_cfg.module,
+            _convert_="all",  # plain lists in hyperparameters: checkpoints load with weights_only=True
             pre_processor=PreProcessor(transform=transform),
             post_processor=PostProcessor(enable_normalization=False, enable_thresholding=False),
             evaluator=False,
