@@ -1,0 +1,58 @@
+"""The command line as users type it: `python -m hdmap_train ...` in a subprocess."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_MODEL, run_cli
+
+
+def test_print_job_config(tmp_path: Path) -> None:
+    result = run_cli(["--cfg", "job", "model=draem"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "_target_: hdmap_train.models.draem.HDMAPDraem" in result.stdout
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+@pytest.mark.parametrize(("override", "message"), [("model=nosuch", "Could not find 'model/nosuch'"), ("domain=E", "Could not find 'domain/E'")])
+def test_unknown_group_option(override: str, message: str, tmp_path: Path) -> None:
+    result = run_cli([override], cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert "Available options" in result.stdout + result.stderr
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.root=/nonexistent"], "Dataset root /nonexistent does not exist"),
+        (["model.max_epochs=-1"], "trainer.max_epochs=-1 must be a positive integer"),
+        (["data.val_fraction=1.5"], "data.val_fraction=1.5 must lie strictly between 0 and 1"),
+    ],
+)
+def test_bad_input_one_clear_error_and_no_success(overrides: list[str], message: str, tmp_path: Path, tiny_dataset: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli([f"data.root={tiny_dataset}", *overrides, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert message in output
+    assert "Traceback" not in output
+    assert sum("[ERROR]" in line for line in output.splitlines()) == 1
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_cli_run_succeeds(tmp_path: Path, tiny_dataset: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        ["model=draem", "trainer=cpu", f"data.root={tiny_dataset}", *TINY_MODEL["draem"], "model.max_epochs=1",
+         f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "success" and record["experiment_path"] == str(run_dir)
+    assert "avg target AUROC" in result.stdout
+    assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
