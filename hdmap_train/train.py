@@ -68,6 +68,8 @@ def check_config(cfg: DictConfig) -> None:
     size = cfg.data.image_size
     if len(size) != 2 or any(int(s) < 1 for s in size):
         problems.append(f"data.image_size={list(size)} must be [height, width] with positive integers")
+    if cfg.model.monitor_mode not in ("min", "max"):
+        problems.append(f"model.monitor_mode={cfg.model.monitor_mode} must be 'min' (a loss) or 'max' (e.g. an AUROC)")
     if cfg.model.monitor is not None and not int(cfg.model.early_stopping_patience or 0) >= 1:
         problems.append(f"model.early_stopping_patience={cfg.model.early_stopping_patience} must be at least 1")
     if problems:
@@ -86,14 +88,14 @@ def dataset_root(cfg: DictConfig) -> Path:
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[ModelCheckpoint, list[Callback]]:
     """Best-checkpoint (+ early stopping) on the model's monitor; memory-bank models keep their one epoch."""
-    monitor = cfg.model.monitor
+    monitor, mode = cfg.model.monitor, cfg.model.monitor_mode
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="min", save_last=monitor is not None,
+        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=monitor is not None,
         auto_insert_metric_name=False,
     )
     callbacks: list[Callback] = [checkpoint, LossHistory()]
     if monitor is not None:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.model.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.model.early_stopping_patience))
     return checkpoint, callbacks
 
 
