@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -105,6 +106,16 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
     # A domain's images do not depend on which other domains are generated.
     only_c = _files(generate(SyntheticSpec(n_train=6, n_test=4, seed=3, domains=("C",)), tmp_path / "d"))
     assert all(only_c[k] == a[k] for k in only_c if k.endswith(".tiff"))
+
+
+def test_pixels_are_unchanged_since_generator_version_1(tmp_path: Path) -> None:
+    """Cached datasets are keyed by _GENERATOR_VERSION: content changes must bump it (and this digest)."""
+    root = generate(SMALL, tmp_path / "a")
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.tiff")):
+        digest.update(tifffile.imread(path).tobytes())
+    assert synthetic._GENERATOR_VERSION == 1
+    assert digest.hexdigest() == "972ec9eea57f0f745b493c4f727b89abf710b62e644836492b4f83a843bf1817"
 
 
 def test_generate_refuses_non_empty_root(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from hdmap_train.data.faults import add_line_faults
+
 # Bump when the generated content changes, so cached datasets are regenerated.
 _GENERATOR_VERSION = 1
 
@@ -92,12 +94,7 @@ def _image(rng: np.random.Generator, spec: SyntheticSpec, dom: _Domain, cold: bo
         unit = _COLD_OFFSET + _COLD_GAIN * unit
     img = dom.scale * unit
     if fault:
-        for _ in range(rng.integers(1, 4)):
-            rows = int(rng.integers(1, 3))
-            length = int(rng.integers(10, spec.width + 1))
-            top = int(rng.integers(0, spec.height - rows + 1))
-            left = int(rng.integers(0, spec.width - length + 1))
-            img[top : top + rows, left : left + length] += rng.uniform(*spec.fault_strength) * dom.scale
+        add_line_faults(img, rng, spec.fault_strength, dom.scale, rows=(1, 2), lines=(1, 3), min_length=10)
     return np.maximum(img, 0.0).astype(np.float32)
 
 
