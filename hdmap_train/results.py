@@ -1,12 +1,16 @@
-"""metrics.json (written atomically) and the end-of-run results table."""
+"""metrics.json and predictions.csv (written atomically), the end-of-run results table and summary line."""
 
 import json
 import os
 import platform
 import tempfile
 from importlib.metadata import version
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
+import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -18,16 +22,16 @@ def package_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in PACKAGES}}
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file next to `path`, then rename it into place."""
+def write_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
+    """Call `write` on a temporary file next to `path`, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a result file is as readable as any other
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, default=str)
+        with os.fdopen(fd, "w", newline="") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -36,20 +40,64 @@ def write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
+def write_json_atomic(path: Path, data: dict) -> None:
+    """metrics.json and other records, written atomically."""
+    write_atomic(path, lambda handle: json.dump(data, handle, indent=2, default=str))
+
+
+def write_csv_atomic(path: Path, frame: pd.DataFrame) -> None:
+    """predictions.csv and other tables, written atomically (no index column)."""
+    write_atomic(path, lambda handle: frame.to_csv(handle, index=False))
+
+
+# (header, metric key) of the results table: fractions with 3 decimals, 80 columns wide in all.
+TABLE_COLUMNS = (
+    ("AUROC", "image_AUROC"), ("AUPR", "image_AUPR"), ("F1", "image_F1Score"), ("prec", "image_precision"),
+    ("rec", "image_recall"), ("acc", "image_accuracy"), ("FPR", "image_FPR"), ("oF1", "oracle_F1Score"),
+    ("TPR@1", "TPR_at_FPR_1pct"), ("TPR@5", "TPR_at_FPR_5pct"),
+)
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def summary_line(record: dict) -> str:
+    """model | source AUROC | avg target AUROC | transfer ratio | status | run dir, on one line."""
+    source = record.get("source_results") or {}
+    return (
+        f"{record['condition']['model']} | source {record['source_domain']} AUROC {_number(source.get('image_AUROC'))}"
+        f" | avg target AUROC {_number(record.get('avg_target_auroc'))}"
+        f" | transfer ratio {_number(record.get('transfer_ratio'))} | {record['status']} | {record['experiment_path']}"
+    )
+
+
 def print_results(record: dict) -> None:
-    """Rich table: one row per evaluated domain, then where the results are."""
-    table = Table(title=f"{record['condition']['name']}: trained on {record['source_domain']}")
-    for column in ("domain", "role", "AUROC", "F1", "threshold", "normal", "fault"):
-        table.add_column(column, justify="left" if column in ("domain", "role") else "right")
-    rows = [("source", record["source_results"])] + [("target", r) for r in record["target_results"].values()]
-    for role, result in rows:
-        auroc = result["image_AUROC"]
-        table.add_row(
-            result["domain"], role, "n/a" if auroc is None else f"{auroc:.4f}", f"{result['image_F1Score']:.4f}",
-            f"{result['threshold']:.4g}", str(result["n_normal"]), str(result["n_fault"]),
-        )
+    """Rich table (source row first and bold, each domain followed by its subgroups), then the summary line."""
+    threshold = record["validation"]["threshold"]
+    table = Table(
+        title=f"{record['condition']['name']}: trained on {record['source_domain']}",
+        caption=f"F1 prec rec acc FPR: at the validation threshold {threshold:.4g}, the same for every domain. "
+        "oF1: F1 at the best threshold per domain (chosen with test labels: reference only). "
+        "TPR@1/@5: TPR at FPR 1%/5%. n: normal/fault images.",
+        box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False,
+    )
+    table.add_column("domain", no_wrap=True)
+    for column, _ in TABLE_COLUMNS:
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    results = [record["source_results"], *record["target_results"].values()]
+    for index, result in enumerate(results):
+        rows = [(result["domain"], result, "bold" if index == 0 else None)]
+        rows += [(f" {name}", sub, "dim") for name, sub in result.get("subgroups", {}).items()]
+        for name, metrics, style in rows:
+            cells = [_cell(metrics.get(key)) for _, key in TABLE_COLUMNS]
+            table.add_row(name, *cells, f"{metrics['n_normal']}/{metrics['n_fault']}", style=style)
     console = Console()
     console.print(table)
-    average = record["avg_target_auroc"]
-    console.print(f"avg target AUROC: {'n/a' if average is None else f'{average:.4f}'}")
-    console.print(f"results: {record['experiment_path']}/metrics.json")
+    console.print(f"results: {record['experiment_path']}/{{metrics.json,predictions.csv,plots/}}", highlight=False, soft_wrap=True)
+    console.print(summary_line(record), highlight=False, soft_wrap=True)

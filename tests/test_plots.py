@@ -1,0 +1,152 @@
+"""The pictures (panels, valid PNGs) and what reaches TensorBoard (scalars, images, hparams)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example, domain_metrics, transfer_ratio
+from hdmap_train.plots import example_grid_figure, histogram_figure, roc_figure
+from hdmap_train.reporting import log_to_tensorboard, metric_scalars, write_plots
+
+DOMAINS = ["domain_A", "domain_B", "domain_C"]
+THRESHOLD = 0.8
+
+
+def predictions() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frames = []
+    for shift, domain in enumerate(DOMAINS):
+        labels = np.repeat([0, 1], 20)
+        frames.append(pd.DataFrame({
+            "domain": domain, "split": "test", "image_path": [f"/{domain}/{i}.tiff" for i in range(40)], "label": labels,
+            "anomaly_score": rng.normal(labels + 0.3 * shift, 0.5), "predicted_label": 0,
+            "subgroup": np.where(np.arange(40) % 2 == 0, "cold", "warm"),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def examples(n: int, shape: tuple[int, int] = (16, 48), with_maps: bool = True) -> dict[str, list[Example]]:
+    rng = np.random.default_rng(1)
+    return {
+        category: [
+            Example(float(i), label, f"/x/{i}.tiff", rng.random(shape), rng.random(shape) * (i + 1) if with_maps else None)
+            for i in range(n)
+        ]
+        for category, (label, _) in EXAMPLE_CATEGORIES.items()
+    }
+
+
+def record_for(frame: pd.DataFrame) -> dict:
+    results = {d: domain_metrics(d, frame[frame["domain"] == d], THRESHOLD) for d in DOMAINS}
+    source = results.pop("domain_A")
+    average = float(np.mean([r["image_AUROC"] for r in results.values()]))
+    return {
+        "source_results": source, "target_results": results, "avg_target_auroc": average,
+        "transfer_ratio": transfer_ratio(source["image_AUROC"], average), "validation": {"threshold": THRESHOLD},
+    }
+
+
+def test_roc_figure_has_one_curve_and_operating_point_per_domain() -> None:
+    axes = roc_figure(predictions(), THRESHOLD, "domain_A").axes
+    assert len(axes) == 1
+    labels = [text.get_text() for text in axes[0].get_legend().get_texts()]
+    assert len(labels) == 3 and labels[0].startswith("domain_A (source) AUROC")
+    assert len(axes[0].get_lines()) == 3 * 2 + 1  # curve + operating point per domain, chance diagonal
+
+
+def test_roc_figure_skips_a_domain_without_faults() -> None:
+    frame = predictions()
+    frame = frame[~((frame["domain"] == "domain_C") & (frame["label"] == 1))]
+    labels = [text.get_text() for text in roc_figure(frame, THRESHOLD, "domain_A").axes[0].get_legend().get_texts()]
+    assert [label.split()[0] for label in labels] == ["domain_A", "domain_B"]
+
+
+def test_histograms_one_panel_per_domain_with_the_threshold_line() -> None:
+    figure = histogram_figure(predictions(), THRESHOLD, "domain_A")
+    assert len(figure.axes) == 3
+    for axes, domain in zip(figure.axes, DOMAINS, strict=True):
+        assert axes.get_title().startswith(domain)
+        assert [line.get_xdata()[0] for line in axes.get_lines()] == [THRESHOLD]
+        assert len(axes.patches) == 2  # normal and fault histograms
+
+
+def test_histogram_notes_a_threshold_outside_the_scores() -> None:
+    frame = predictions()
+    frame.loc[frame["domain"] == "domain_C", "anomaly_score"] += 100.0  # a shifted domain
+    axes = histogram_figure(frame, THRESHOLD, "domain_A").axes[2]
+    assert axes.get_lines() == [] and axes.get_xlim()[0] > 90  # scores keep their own range
+    assert [text.get_text() for text in axes.texts] == [f"validation threshold {THRESHOLD:.4g}\nbelow every score"]
+
+
+def test_example_grid_panels() -> None:
+    figure = example_grid_figure("domain_B", examples(4), n_examples=4)
+    columns, colour_bar = figure.axes[:9], figure.axes[9:]
+    assert len(colour_bar) == 1  # category x (input, map, overlay) columns + one colour bar
+    titles = [axes.get_title() for axes in columns]
+    assert titles[0] == "highest-scoring faults\ninput" and titles[1:3] == ["anomaly map", "overlay"]
+    assert titles[3].startswith("lowest-scoring faults") and titles[6].startswith("highest-scoring normals")
+    assert [len(axes.get_images()) for axes in columns] == [4, 4, 8] * 3  # the overlay: input + map per image
+    assert [text.get_text() for text in columns[0].texts[:2]] == ["0", "0.tiff"]  # score, file name
+    maps = [image for axes in columns[1::3] for image in axes.get_images()]
+    assert len({(image.norm.vmin, image.norm.vmax) for image in maps}) == 1  # one colour scale for the grid
+
+
+def test_example_grid_with_few_examples_or_no_maps() -> None:
+    figure = example_grid_figure("domain_C", examples(2, with_maps=False), n_examples=4)
+    assert len(figure.axes) == 9  # no colour bar without maps
+    assert [len(axes.get_images()) for axes in figure.axes] == [2, 0, 0] * 3
+
+
+def test_write_plots_writes_valid_pngs(tmp_path: Path) -> None:
+    pictures = write_plots(tmp_path / "plots", predictions(), THRESHOLD, "domain_A",
+                           {"domain_A": examples(4), "domain_B": examples(4, shape=(32, 32))}, n_examples=4)
+    assert set(pictures) == {"roc", "score_histograms", "anomaly_maps_domain_A", "anomaly_maps_domain_B"}
+    for path in pictures.values():
+        assert path.parent == tmp_path / "plots"
+        with Image.open(path) as image:
+            image.verify()
+            assert image.format == "PNG"
+    with Image.open(pictures["score_histograms"]) as image:
+        width, height = image.size
+    assert width > 2 * height  # three panels side by side
+
+
+def test_tensorboard_gets_domain_scalars_pictures_and_hparams(tmp_path: Path) -> None:
+    frame = predictions()
+    record = record_for(frame)
+    pictures = write_plots(tmp_path / "plots", frame, THRESHOLD, "domain_A", {"domain_A": examples(2)}, n_examples=2)
+    logger = TensorBoardLogger(str(tmp_path), name="tensorboard", version="", default_hp_metric=False)
+    hparams = {"name": "draem_A", "seed": 42, "model": {"name": "draem", "image_size": [32, 96]}}
+    log_to_tensorboard(logger, record, pictures, hparams, step=7)
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert set(metric_scalars(record)) | {"hp_metric"} == scalars
+    assert {"test/domain_C/image_AUROC", "test/domain_C/warm/image_F1Score", "test/domain_A/oracle_F1Score",
+            "test/avg_target_AUROC", "test/transfer_ratio", "test/threshold"} <= scalars
+    assert not any(tag.endswith(("n_samples", "/domain")) for tag in scalars)
+    auroc = events.Scalars("test/domain_C/image_AUROC")[0]
+    assert auroc.step == 7 and auroc.value == pytest.approx(record["target_results"]["domain_C"]["image_AUROC"])
+    assert events.Scalars("hp_metric")[0].value == pytest.approx(record["avg_target_auroc"])
+    assert {f"plots/{name}" for name in pictures} == set(events.Tags()["images"])
+    picture = events.Images("plots/roc")[0]
+    with Image.open(pictures["roc"]) as image:
+        assert (picture.width, picture.height) == image.size
+    hparams_content = events.PluginTagToContent("hparams")
+    assert b"hp_metric" in hparams_content["_hparams_/experiment"]
+    assert b"model/image_size" in hparams_content["_hparams_/session_start_info"]
+    assert "name: draem" in (tmp_path / "tensorboard" / "hparams.yaml").read_text()
+
+
+def test_histogram_of_nearly_constant_float32_scores() -> None:
+    """A barely trained model can give (almost) tied float32 scores; the histogram must still draw."""
+    from hdmap_train.plots import score_bin_edges
+
+    edges = score_bin_edges(np.array([0.99999994, 1.0, 1.0], dtype=np.float32), 30)
+    assert len(edges) == 31 and np.all(np.diff(edges) > 0)
