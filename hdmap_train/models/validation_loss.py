@@ -7,9 +7,20 @@ random (synthetic anomalies) is drawn from a fixed seed per batch, so val_loss i
 epochs, without disturbing the training random stream.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from anomalib.data import Batch
 from lightning.pytorch.utilities.types import STEP_OUTPUT
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block with torch's generators (CPU, and `device` if CUDA) seeded, then restore them."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 class ValidationLossMixin:
@@ -22,9 +33,7 @@ class ValidationLossMixin:
         raise NotImplementedError
 
     def validation_step(self, batch: Batch, batch_idx: int = 0, *args, **kwargs) -> STEP_OUTPUT:
-        devices = [batch.image.device] if batch.image.is_cuda else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.validation_seed + batch_idx)
+        with seeded(self.validation_seed + batch_idx, batch.image.device):
             loss = self.validation_loss(batch)
         self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
         return super().validation_step(batch, batch_idx, *args, **kwargs)

@@ -1,0 +1,105 @@
+"""DRAEM-CutPaste: 1-channel DRAEM trained on additive CutPaste faults (the seed paper's proposed model)."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.models.components import AnomalibModule
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+
+from hdmap_train.errors import HdmapError
+from hdmap_train.models.draem_cutpaste.generator import CutPasteGenerator
+from hdmap_train.models.draem_cutpaste.loss import DraemCutPasteLoss
+from hdmap_train.models.draem_cutpaste.torch_model import SIZE_MULTIPLE, DraemCutPasteModel
+from hdmap_train.models.validation_auroc import SyntheticFaultValidationMixin
+
+
+def check_input_size(images: torch.Tensor) -> None:
+    """DRAEM's networks need height and width divisible by 32."""
+    height, width = images.shape[-2:]
+    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        msg = (
+            f"DRAEM networks need image sizes divisible by {SIZE_MULTIPLE}, got {height}x{width}: set "
+            f"model.image_size to e.g. [32,96] (HDMAP's 31x95, rounded up) or [128,128]."
+        )
+        raise HdmapError(msg)
+
+
+class DraemCutPaste(SyntheticFaultValidationMixin, AnomalibModule):
+    """DRAEM (1 channel) + additive CutPaste faults + focal loss with alpha; score = max of the anomaly map.
+
+    Args:
+        reconstructive_width / discriminative_width: base widths of the two sub-networks (paper: 128/128).
+        sspcab: anomalib's SSPCAB block in the reconstructive encoder (its extra loss is not used).
+        cut_w_range / cut_h_range / amplitude_range / probability / normalize_patch: the CutPasteGenerator.
+        focal_alpha: focal-loss weight of the anomalous class (normal pixels get 1 - alpha).
+        learning_rate / weight_decay: AdamW.
+        lr_step_size / lr_gamma: StepLR every lr_step_size epochs; lr_step_size None = constant rate.
+        **components: pre_processor, post_processor, evaluator, visualizer (see AnomalibModule).
+    """
+
+    def __init__(
+        self,
+        reconstructive_width: int = 128,
+        discriminative_width: int = 128,
+        sspcab: bool = False,
+        cut_w_range: Sequence[int] = (2, 127),
+        cut_h_range: Sequence[int] = (4, 8),
+        amplitude_range: Sequence[float] = (0.0, 1.0),
+        probability: float = 0.5,
+        normalize_patch: bool = False,
+        focal_alpha: float = 0.9,
+        learning_rate: float = 5e-4,
+        weight_decay: float = 0.01,
+        lr_step_size: int | None = None,
+        lr_gamma: float = 0.1,
+        **components,
+    ) -> None:
+        super().__init__(**components)
+        self.save_hyperparameters(ignore=list(components))
+        if not 0.0 <= focal_alpha <= 1.0:
+            raise HdmapError(f"model.module.focal_alpha={focal_alpha} must lie in [0, 1] (seed default 0.9).")
+        self.generator = CutPasteGenerator(cut_w_range, cut_h_range, amplitude_range, probability, normalize_patch)
+        self.model = DraemCutPasteModel(reconstructive_width, discriminative_width, sspcab=sspcab)
+        self.loss = DraemCutPasteLoss(focal_alpha)
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.lr_step_size = lr_step_size
+        self.lr_gamma = lr_gamma
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        del args, kwargs
+        check_input_size(batch.image)
+        clean = batch.image[:, :1]
+        faults = self.generator(clean)
+        reconstruction, logits = self.model.reconstruct_and_segment(faults.images)
+        terms = self.loss.terms(clean, reconstruction, faults.masks, logits)
+        loss = torch.stack(list(terms.values())).sum()
+        self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(clean))
+        for name, value in terms.items():
+            self.log(f"train_{name}_loss", value, on_step=False, on_epoch=True, batch_size=len(clean))
+        return {"loss": loss}
+
+    def synthetic_validation(self, batch: Batch, faulted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_input_size(batch.image)
+        clean = batch.image[:, :1]
+        faults = self.generator(clean, faulted)
+        reconstruction, logits = self.model.reconstruct_and_segment(faults.images)
+        return self.loss(clean, reconstruction, faults.masks, logits), self.model.predict(logits).pred_score
+
+    def configure_optimizers(self):  # noqa: ANN201 - Lightning's optimizer/scheduler lists
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        if self.lr_step_size is None:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.lr_step_size, gamma=self.lr_gamma)
+        return [optimizer], [scheduler]
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        return LearningType.ONE_CLASS

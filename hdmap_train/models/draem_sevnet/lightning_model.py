@@ -1,0 +1,128 @@
+"""DRAEM-SevNet: DRAEM with a severity head, trained on severity-scaled CutPaste faults."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.models.components import AnomalibModule
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+
+from hdmap_train.errors import HdmapError
+from hdmap_train.models.draem_cutpaste.lightning_model import check_input_size
+from hdmap_train.models.draem_sevnet.generator import SeverityCutPasteGenerator
+from hdmap_train.models.draem_sevnet.loss import SEVERITY_LOSSES, DraemSevNetLoss
+from hdmap_train.models.draem_sevnet.torch_model import HEAD_MODES, POOLING_TYPES, SCORE_COMBINATIONS, DraemSevNetModel
+from hdmap_train.models.validation_auroc import SyntheticFaultValidationMixin
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+class DraemSevNet(SyntheticFaultValidationMixin, AnomalibModule):
+    """DRAEM-SevNet (seed defaults at 14e662c4, with the fixes noted below).
+
+    Score: final_score = combination of mask_score (max of the anomaly map) and the normalised
+    severity (simple_average, weighted_average with severity_weight_for_combination, or maximum).
+    Loss: L2 + 2*SSIM + focal(focal_alpha) + severity_weight * (MSE or SmoothL1)(head, severity label).
+    Fixes: validation runs in eval mode (the seed switched to train mode, updating BatchNorm on
+    validation data); no [0, 1] clamp of faulted images only; patch ratio = width / height
+    (landscape = wide); focal alpha configurable (see DraemSevNetLoss).
+    Optimiser: adam (no weight decay), adamw (1e-4) or sgd (momentum 0.9, 1e-4); no scheduler.
+    """
+
+    def __init__(
+        self,
+        reconstructive_width: int = 128,
+        discriminative_width: int = 64,
+        channels: int = 3,
+        severity_head_mode: str = "single_scale",
+        severity_head_pooling_type: str = "gap",
+        severity_head_hidden_dim: int = 128,
+        severity_head_spatial_size: int = 4,
+        severity_head_use_spatial_attention: bool = True,
+        score_combination: str = "simple_average",
+        severity_weight_for_combination: float = 0.5,
+        patch_width_range: Sequence[int] = (20, 80),
+        patch_ratio_range: Sequence[float] = (2.0, 4.0),
+        patch_count: int = 1,
+        anomaly_probability: float = 0.5,
+        severity_max: float = 1.0,
+        severity_weight: float = 0.5,
+        severity_loss_type: str = "mse",
+        focal_alpha: float = 0.9,
+        optimizer: str = "adam",
+        learning_rate: float = 1e-4,
+        **components,
+    ) -> None:
+        super().__init__(**components)
+        self.save_hyperparameters(ignore=list(components))
+        choices = {
+            "severity_head_mode": (severity_head_mode, HEAD_MODES),
+            "severity_head_pooling_type": (severity_head_pooling_type, POOLING_TYPES),
+            "score_combination": (score_combination, SCORE_COMBINATIONS),
+            "severity_loss_type": (severity_loss_type, tuple(SEVERITY_LOSSES)),
+            "optimizer": (optimizer, OPTIMIZERS),
+            "channels": (channels, (1, 3)),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise HdmapError(f"model.module.{key}={value} is not one of {', '.join(map(str, allowed))}.")
+        if not 0.0 <= focal_alpha <= 1.0:
+            raise HdmapError(f"model.module.focal_alpha={focal_alpha} must lie in [0, 1].")
+        self.generator = SeverityCutPasteGenerator(
+            patch_width_range, patch_ratio_range, severity_max, patch_count, anomaly_probability
+        )
+        self.model = DraemSevNetModel(
+            reconstructive_width,
+            discriminative_width,
+            channels,
+            severity_head_mode,
+            severity_head_pooling_type,
+            severity_head_hidden_dim,
+            severity_head_spatial_size,
+            severity_head_use_spatial_attention,
+            severity_max,
+            score_combination,
+            severity_weight_for_combination,
+        )
+        self.loss = DraemSevNetLoss(severity_weight, severity_loss_type, focal_alpha)
+        self.optimizer_name = optimizer
+        self.learning_rate = learning_rate
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        del args, kwargs
+        check_input_size(batch.image)
+        clean = batch.image[:, : self.model.channels]
+        faults = self.generator(clean)
+        reconstruction, logits, severity = self.model.networks(faults.images)
+        terms = self.loss.sevnet_terms(clean, reconstruction, faults.masks, logits, severity, faults.amplitudes)
+        loss = self.loss.total(terms)
+        self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(clean))
+        for name, value in terms.items():
+            self.log(f"train_{name}_loss", value, on_step=False, on_epoch=True, batch_size=len(clean))
+        return {"loss": loss}
+
+    def synthetic_validation(self, batch: Batch, faulted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_input_size(batch.image)
+        clean = batch.image[:, : self.model.channels]
+        faults = self.generator(clean, faulted)
+        reconstruction, logits, severity = self.model.networks(faults.images)
+        loss = self.loss(clean, reconstruction, faults.masks, logits, severity, faults.amplitudes)
+        return loss, self.model.summarize(reconstruction, logits, severity).final_score
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = self.model.parameters()
+        if self.optimizer_name == "adamw":
+            return torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=1e-4)
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(params, lr=self.learning_rate, momentum=0.9, weight_decay=1e-4)
+        return torch.optim.Adam(params, lr=self.learning_rate)
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        return LearningType.ONE_CLASS
