@@ -1,5 +1,6 @@
 """The run: train on the source domain, evaluate the best checkpoint on every domain, write metrics.json."""
 
+import json
 import logging
 import sys
 import time
@@ -15,14 +16,16 @@ from anomalib.loggers import AnomalibTensorBoardLogger
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import Callback, EarlyStopping
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule, domain_folder
 from hdmap_train.data.synthetic import SyntheticSpec, ensure_dataset
+from hdmap_train.devices import job_devices
 from hdmap_train.errors import HdmapError
-from hdmap_train.evaluation import Scores, domain_metrics, validation_threshold
+from hdmap_train.evaluation import PredictionCollector, evaluate_domains, transfer_ratio
 from hdmap_train.models import build_model
-from hdmap_train.results import package_versions, print_results, write_json_atomic
+from hdmap_train.reporting import log_to_tensorboard, run_hparams, write_plots
+from hdmap_train.results import package_versions, print_results, write_csv_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -124,6 +127,20 @@ def training_info(cfg: DictConfig, engine: Engine, history: LossHistory, fit_sec
     }
 
 
+def predict_all(engine: Engine, model: L.LightningModule, datamodule: MultiDomainHDMAPDataModule, ckpt: str) -> PredictionCollector:
+    """Predict validation and every test set with the best checkpoint, streaming scores into a collector.
+
+    Predictions are not returned by the trainer (return_predictions=False): only scores and the few
+    grid examples per domain stay in memory, whatever the test-set size.
+    """
+    test_loaders = datamodule.test_dataloaders()
+    collector = PredictionCollector(["validation", *test_loaders], example_names=list(test_loaders))
+    engine.trainer.callbacks.append(collector)
+    loaders = [datamodule.val_dataloader(), *test_loaders.values()]
+    engine.predict(model=model, dataloaders=loaders, ckpt_path=ckpt, return_predictions=False)
+    return collector
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train on cfg.domain.source, evaluate on it and each target, write run_dir/metrics.json.
 
@@ -142,20 +159,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         check_config(cfg)
         L.seed_everything(cfg.seed, workers=True)
-        datamodule = MultiDomainHDMAPDataModule(
-            root=dataset_root(cfg),
-            source=cfg.domain.source,
-            targets=list(cfg.domain.targets),
-            image_size=tuple(cfg.data.image_size),
-            val_fraction=cfg.data.val_fraction,
-            train_batch_size=cfg.data.train_batch_size,
-            eval_batch_size=cfg.data.eval_batch_size,
-            num_workers=cfg.data.num_workers,
-            cache_limit_mb=cfg.data.cache_limit_mb,
-            seed=cfg.seed,
+        datamodule = MultiDomainHDMAPDataModule.from_config(
+            cfg.data, root=dataset_root(cfg), source=cfg.domain.source, targets=list(cfg.domain.targets), seed=cfg.seed
         )
         datamodule.setup()
-        record["data"] = datamodule.summary()
+        record["data"] = datamodule.summary()  # incl. the dataset's manifest reference (path, sha256, mapping)
         model = build_model(cfg.model)
         checkpoint, callbacks = build_callbacks(cfg, run_dir)
         engine = RunEngine(
@@ -166,7 +174,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         )
 
         start = time.perf_counter()
-        engine.fit(model=model, datamodule=datamodule)
+        engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         record["training_info"] = training_info(cfg, engine, callbacks[1], time.perf_counter() - start)
         best = checkpoint.best_model_path
         if not best:
@@ -174,18 +182,23 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         record["best_checkpoint"] = best
 
         start = time.perf_counter()
-        loaders = {"validation": datamodule.val_dataloader(), **datamodule.test_dataloaders()}
-        outputs = engine.predict(model=model, dataloaders=list(loaders.values()), ckpt_path=best)
-        scores = {name: Scores.from_batches(batches) for name, batches in zip(loaders, outputs, strict=True)}
+        collector = predict_all(engine, model, datamodule, best)
         record["training_info"]["test_seconds"] = round(time.perf_counter() - start, 3)
 
-        threshold = validation_threshold(scores.pop("validation"), cfg.evaluation.threshold_quantile)
-        results = {domain: domain_metrics(domain, domain_scores, threshold) for domain, domain_scores in scores.items()}
+        test_samples = {domain: dataset.samples for domain, dataset in datamodule.test_data.items()}
+        threshold, predictions, results = evaluate_domains(collector, test_samples, cfg.evaluation.threshold_quantile)
         record["validation"] = {"threshold_quantile": cfg.evaluation.threshold_quantile, "threshold": threshold}
         record["source_results"] = results.pop(datamodule.source)
         record["target_results"] = results
         target_aurocs = [r["image_AUROC"] for r in results.values() if r["image_AUROC"] is not None]
         record["avg_target_auroc"] = float(np.mean(target_aurocs)) if target_aurocs else None
+        record["transfer_ratio"] = transfer_ratio(record["source_results"]["image_AUROC"], record["avg_target_auroc"])
+
+        start = time.perf_counter()
+        write_csv_atomic(run_dir / "predictions.csv", predictions)
+        pictures = write_plots(run_dir / "plots", predictions, threshold, datamodule.source, collector.examples, collector.n_examples)
+        log_to_tensorboard(engine.trainer.logger, record, pictures, run_hparams(cfg), engine.trainer.global_step)
+        record["training_info"]["report_seconds"] = round(time.perf_counter() - start, 3)
         record["status"] = "success"
     except BaseException as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -196,19 +209,66 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return record
 
 
+# Config keys that do not change a run's results ("hydra" is there only in configs composed with it, e.g. in tests).
+RESULT_NEUTRAL_KEYS = ("ckpt_path", "optimized_metric", "gpus_per_job", "hydra")
+
+
+def metric_value(record: dict, key: str) -> float | None:
+    """The value of a dotted metrics.json key (cfg.optimized_metric) in a run record."""
+    value = record
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise HdmapError(
+                f"optimized_metric={key} is not a key of metrics.json: use e.g. avg_target_auroc, "
+                "source_results.image_AUROC or target_results.domain_B.image_F1Score."
+            )
+        value = value[part]
+    return None if value is None else float(value)
+
+
+def earlier_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:
+    """What an earlier invocation left in run_dir: its successful record, or a last checkpoint to resume from.
+
+    A metrics.json written with another config (result-neutral keys aside) is ignored: the run starts over.
+    """
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        record = json.loads(metrics.read_text())
+        config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RESULT_NEUTRAL_KEYS}
+        if config != {k: v for k, v in record["condition"]["config"].items() if k not in RESULT_NEUTRAL_KEYS}:
+            log.warning("%s was written with another config; training from scratch", metrics)
+            return None, None
+        if record["status"] == "success":
+            return record, None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return None, str(last) if last.is_file() else None
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Entry point of `python -m hdmap_train`; returns the average target AUROC (for sweepers)."""
+    """Entry point of `python -m hdmap_train`; in a sweep, returns cfg.optimized_metric (for sweepers).
+
+    A run directory that already holds a successful run of the same config is not trained again (so a
+    sweep re-run into its sweep dir skips finished jobs); one holding checkpoints/last.ckpt resumes from it.
+    """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        record = run(cfg, run_dir)
+        record, resume_from = earlier_attempt(cfg, run_dir)
+        if record is not None:
+            log.info("Already done, not trained again: %s", run_dir / "metrics.json")
+        else:
+            if resume_from and cfg.ckpt_path is None:
+                log.info("Resuming training from %s", resume_from)
+                with open_dict(cfg):
+                    cfg.ckpt_path = resume_from
+            with job_devices(hydra_cfg, cfg.gpus_per_job):
+                record = run(cfg, run_dir)
+        return metric_value(record, cfg.optimized_metric) if hydra_cfg.mode == RunMode.MULTIRUN else None
     except HdmapError as exc:
         log.error("%s", exc)
     except Exception:
         log.exception("Run failed; details in %s", run_dir / "train.log")
-    else:
-        return record["avg_target_auroc"]
     if hydra_cfg.mode == RunMode.RUN:
         sys.exit(1)
     return None  # in a sweep, the failed job is recorded in its metrics.json and the sweep goes on

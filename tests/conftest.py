@@ -33,8 +33,51 @@ TINY_MODEL = {
         "model.image_size=[28,84]", "model.batch_size=8", "model.max_epochs=1",
         "model.module.encoder_name=vit_small_patch14_reg4_dinov2",
     ],
+    "draem_cutpaste": [
+        "model.image_size=[32,96]", "model.batch_size=8", "model.max_epochs=2",
+        "model.module.reconstructive_width=4", "model.module.discriminative_width=4",
+        "model.module.cut_w_range=[2,95]", "model.module.cut_h_range=[1,2]",
+    ],
+    "draem_sevnet": [
+        "model.image_size=[32,96]", "model.batch_size=8", "model.max_epochs=2",
+        "model.module.reconstructive_width=4", "model.module.discriminative_width=4",
+        "model.module.severity_head_hidden_dim=8", "model.module.patch_width_range=[10,60]",
+    ],
+    "padim": [
+        "model.image_size=[28,84]", "model.batch_size=8", "model.module.n_features=20",
+    ],
+    "fastflow": [
+        "model.image_size=[32,96]", "model.batch_size=8", "model.max_epochs=1",
+        "model.module.backbone=resnet18", "model.module.flow_steps=2",
+    ],
+    "reverse_distillation": ["model.image_size=[32,96]", "model.batch_size=8", "model.max_epochs=1"],
+    "efficient_ad": [
+        "model.image_size=[256,256]", "model.max_epochs=1", "data.eval_batch_size=12", "+trainer.limit_train_batches=4",
+    ],
+    "cflow": [
+        "model.image_size=[28,84]", "model.batch_size=8", "model.max_epochs=1",
+        "model.module.coupling_blocks=2", "model.module.fiber_batch_size=32",
+    ],
+    "uninet": ["model.image_size=[32,96]", "model.batch_size=8", "model.max_epochs=1"],
+    "ganomaly": [
+        "model.image_size=[32,32]", "model.batch_size=8", "model.max_epochs=1",
+        "model.module.n_features=8", "model.module.latent_vec_size=16", "model.module.extra_layers=0",
+    ],
+    "supersimplenet": [
+        "model.image_size=[256,256]", "model.batch_size=4", "model.max_epochs=1", "model.module.backbone=resnet18",
+    ],
+    "stfpm": ["model.image_size=[32,96]", "model.batch_size=8", "model.max_epochs=1"],
 }
-PRETRAINED = {"patchcore": "resnet18", "dinomaly": "vit_small_patch14_reg4_dinov2"}
+PRETRAINED = {
+    "patchcore": "resnet18",
+    "dinomaly": "vit_small_patch14_reg4_dinov2",
+    "padim": "vit_small_patch14_dinov2",
+    "fastflow": "resnet18",
+    "reverse_distillation": "resnet18",
+    "cflow": "vit_small_patch14_dinov2",
+    "supersimplenet": "resnet18",
+    "stfpm": "resnet18",
+}
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,112 @@
+"""Sweep summary files from job folders (success, failed, missing), the report CLI and the Hydra callback."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from hdmap_train.callbacks import SweepSummary
+from hdmap_train.report import main as report_main
+from hdmap_train.report import write_summary
+
+DOMAINS = ["A", "B", "C", "D"]
+
+
+def result(domain: str, auroc: float) -> dict:
+    return {"domain": f"domain_{domain}", "image_AUROC": auroc, "image_F1Score": auroc - 0.1}
+
+
+def write_job(sweep: Path, model: str, source: str, aurocs: dict[str, float] | None, error: str = "") -> Path:
+    """A job folder as a sweep leaves it: .hydra/config.yaml, and metrics.json unless aurocs is None and no error."""
+    job = sweep / f"domain={source},model={model}"
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"model": {"name": model}, "domain": {"source": source}}), job / ".hydra" / "config.yaml")
+    record = {"condition": {"name": f"{model}_{source}", "model": model}, "source_domain": f"domain_{source}"}
+    if aurocs is not None:
+        targets = {f"domain_{d}": result(d, a) for d, a in aurocs.items() if d != source}
+        record |= {
+            "status": "success", "error": None, "source_results": result(source, aurocs[source]), "target_results": targets,
+            "avg_target_auroc": sum(r["image_AUROC"] for r in targets.values()) / len(targets),
+            "training_info": {"fit_seconds": 12.5},
+        }
+    elif error:
+        record |= {"status": "failed", "error": error, "training_info": None}
+    else:
+        return job
+    (job / "metrics.json").write_text(json.dumps(record))
+    return job
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    write_job(tmp_path, "draem", "A", {"A": 1.0, "B": 0.8, "C": 0.7, "D": 0.6})
+    write_job(tmp_path, "draem", "B", {"A": 0.9, "B": 0.95, "C": 0.85, "D": 0.8})
+    write_job(tmp_path, "patchcore", "A", None, error="MissingWeightsError: resnet18 is not in the cache\nTraceback ...")
+    write_job(tmp_path, "patchcore", "B", None)  # still running: no metrics.json yet
+    return tmp_path
+
+
+def test_summary_csv_one_row_per_job(sweep: Path) -> None:
+    write_summary(sweep)
+    table = pd.read_csv(sweep / "summary.csv")
+    assert list(table["job"]) == ["domain=A,model=draem", "domain=A,model=patchcore", "domain=B,model=draem", "domain=B,model=patchcore"]
+    assert list(table["status"]) == ["success", "failed", "success", "missing"]
+    assert list(table.columns[:7]) == ["job", "condition", "model", "source", "status", "source_AUROC", "source_F1"]
+    assert list(table.columns[7:15]) == ["AUROC_A", "F1_A", "AUROC_B", "F1_B", "AUROC_C", "F1_C", "AUROC_D", "F1_D"]
+    draem_a = table.iloc[0]
+    assert draem_a["condition"] == "draem" and draem_a["source"] == "A" and pd.isna(draem_a["AUROC_A"])
+    assert draem_a["source_AUROC"] == 1.0 and draem_a["AUROC_B"] == 0.8 and draem_a["F1_D"] == pytest.approx(0.5)
+    assert draem_a["avg_target_AUROC"] == pytest.approx(0.7) and draem_a["transfer_ratio"] == pytest.approx(0.7)
+    assert draem_a["fit_seconds"] == 12.5
+    assert table.iloc[2]["transfer_ratio"] == pytest.approx((0.9 + 0.85 + 0.8) / 3 / 0.95)
+    assert table.iloc[1]["error"] == "MissingWeightsError: resnet18 is not in the cache"  # the error line only
+    assert table.iloc[3]["model"] == "patchcore" and table.iloc[3]["error"] == "no metrics.json"
+
+
+def test_summary_md_lists_the_grid_failures_and_missing_jobs(sweep: Path) -> None:
+    write_summary(sweep)
+    text = (sweep / "summary.md").read_text()
+    assert "4 jobs: 2 succeeded, 1 failed, 1 missing" in text
+    assert "| condition | A | B |" in text
+    assert "| draem | 0.700 (1.000) | 0.850 (0.950) |" in text and "| patchcore | failed | missing |" in text
+    assert "- `domain=A,model=patchcore`: MissingWeightsError: resnet18 is not in the cache" in text
+    assert "- `domain=B,model=patchcore`: no metrics.json" in text
+
+
+def test_summary_png_has_one_panel_per_source_domain(sweep: Path) -> None:
+    write_summary(sweep)
+    width, height = Image.open(sweep / "summary.png").size
+    write_job(sweep / "more", "draem", "C", {"A": 0.9, "B": 0.9, "C": 0.9, "D": 0.9})
+    write_summary(sweep)
+    assert Image.open(sweep / "summary.png").size[0] > width  # a third source domain, a third panel
+
+
+def test_report_cli_rebuilds_a_partial_sweep(sweep: Path, capsys: pytest.CaptureFixture) -> None:
+    assert report_main([str(sweep)]) == 0
+    assert "4 jobs (2 succeeded, 1 failed, 1 missing)" in capsys.readouterr().out
+    assert all((sweep / name).is_file() for name in ("summary.csv", "summary.md", "summary.png"))
+
+
+def test_report_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert report_main([str(tmp_path / "nosuch")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert report_main([str(tmp_path)]) == 1
+    assert "holds no job folders" in capsys.readouterr().err
+    assert report_main([]) == 2
+
+
+def test_callback_exits_non_zero_after_writing_the_summary_when_a_job_failed(sweep: Path) -> None:
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    with pytest.raises(SystemExit) as exited:
+        SweepSummary().on_multirun_end(config=config)
+    assert exited.value.code == 1
+    assert len(pd.read_csv(sweep / "summary.csv")) == 4
+
+
+def test_callback_returns_when_every_job_succeeded(tmp_path: Path) -> None:
+    write_job(tmp_path, "draem", "A", {"A": 1.0, "B": 0.8, "C": 0.7, "D": 0.6})
+    SweepSummary().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert len(pd.read_csv(tmp_path / "summary.csv")) == 1
