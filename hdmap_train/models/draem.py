@@ -8,10 +8,10 @@ from anomalib.data import Batch
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from anomalib.models import Draem
 from anomalib.models.components import AnomalibModule
-from anomalib.models.image.draem.loss import DraemLoss
 from anomalib.models.image.draem.torch_model import DiscriminativeSubNetwork, DraemModel, ReconstructiveSubNetwork
 
 from hdmap_train.errors import HdmapError
+from hdmap_train.models.draem_cutpaste.loss import DraemCutPasteLoss
 from hdmap_train.models.validation_loss import ValidationLossMixin
 
 
@@ -20,6 +20,8 @@ class HDMAPDraem(ValidationLossMixin, Draem):
 
     anomaly_source_dir: folder of texture images (e.g. a local copy of DTD). None = procedural Perlin
     noise textures. Nothing is downloaded (anomalib's Draem would fetch DTD when its folder is missing).
+    focal_alpha: kornia focal-loss alpha; anomalib's DRAEM uses 1.0, which gives normal pixels zero
+    weight in the focal term (kept as the default for fidelity; 0.9 is what DRAEM-CutPaste uses).
     """
 
     def __init__(
@@ -30,6 +32,7 @@ class HDMAPDraem(ValidationLossMixin, Draem):
         anomaly_source_dir: str | Path | None = None,
         learning_rate: float = 1e-4,
         lr_milestones: Sequence[int] = (400, 600),
+        focal_alpha: float = 1.0,
         **components,
     ) -> None:
         AnomalibModule.__init__(self, **components)  # not Draem.__init__: it downloads DTD
@@ -43,7 +46,7 @@ class HDMAPDraem(ValidationLossMixin, Draem):
         self.model.discriminative_subnetwork = DiscriminativeSubNetwork(
             in_channels=6, out_channels=2, base_width=discriminative_width
         )
-        self.loss = DraemLoss()
+        self.loss = DraemCutPasteLoss(focal_alpha)
         self.sspcab = False
         self.learning_rate = learning_rate
         self.lr_milestones = list(lr_milestones)
