@@ -352,6 +352,13 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         except TypeError as exc:
             raise HdmapError(f"Unknown data option: {exc}. Check the keys under data.") from exc
 
+    name = "HDMAP"
+
+    @property
+    def category(self) -> str:
+        """The source domain (anomalib's Engine names its workspace <model>/<name>/<category>)."""
+        return self.source
+
     @property
     def domains(self) -> list[str]:
         """Evaluated domains, source first."""
