@@ -6,7 +6,6 @@ overhead.py, but no Hydra, no metrics.json, no reports. Prints `source_auroc=<va
 
 import argparse
 import tempfile
-from pathlib import Path
 
 import lightning as L
 from anomalib.callbacks import ModelCheckpoint

@@ -31,6 +31,13 @@ class SyntheticFaultValidationMixin:
         """(loss, image anomaly scores (B,)) after adding faults to the images where `faulted` (B,) is True."""
         raise NotImplementedError
 
+    def log_training_loss(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], batch_size: int) -> dict:
+        """Log train_loss and each term as train_<name>_loss; return Lightning's training-step output."""
+        self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        for name, value in terms.items():
+            self.log(f"train_{name}_loss", value, on_step=False, on_epoch=True, batch_size=batch_size)
+        return {"loss": loss}
+
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         self._validation_scores: list[torch.Tensor] = []

@@ -77,10 +77,7 @@ class DraemCutPaste(SyntheticFaultValidationMixin, AnomalibModule):
         reconstruction, logits = self.model.reconstruct_and_segment(faults.images)
         terms = self.loss.terms(clean, reconstruction, faults.masks, logits)
         loss = torch.stack(list(terms.values())).sum()
-        self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(clean))
-        for name, value in terms.items():
-            self.log(f"train_{name}_loss", value, on_step=False, on_epoch=True, batch_size=len(clean))
-        return {"loss": loss}
+        return self.log_training_loss(loss, terms, len(clean))
 
     def synthetic_validation(self, batch: Batch, faulted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_input_size(batch.image)

@@ -98,10 +98,7 @@ class DraemSevNet(SyntheticFaultValidationMixin, AnomalibModule):
         reconstruction, logits, severity = self.model.networks(faults.images)
         terms = self.loss.sevnet_terms(clean, reconstruction, faults.masks, logits, severity, faults.amplitudes)
         loss = self.loss.total(terms)
-        self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(clean))
-        for name, value in terms.items():
-            self.log(f"train_{name}_loss", value, on_step=False, on_epoch=True, batch_size=len(clean))
-        return {"loss": loss}
+        return self.log_training_loss(loss, terms, len(clean))
 
     def synthetic_validation(self, batch: Batch, faulted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_input_size(batch.image)
