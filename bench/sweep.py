@@ -1,17 +1,35 @@
-"""Sweep wall time on CPU cores: 2 models x 4 domains with hydra/launcher=gpus at n_jobs=2 vs n_jobs=1
-(and, with --anomalib, the PatchCore x 4 domains part of the grid through `anomalib benchmark`).
+"""Sweep wall time on CPU cores: 2 models x 4 domains through hdmap_train (hydra/launcher=gpus at
+n_jobs=1 and n_jobs=2) and, with --anomalib, through `anomalib benchmark`, on the same data.
 
-Tiny sizes (synthetic data, CPU widths, PatchCore on a random-weight resnet18 in a temporary offline
-Hugging Face cache). Each sweep is a fresh `python -m hdmap_train --multirun` process restricted to
---cores cores. Prints the n_jobs=1 / n_jobs=2 wall-time ratio last (above 1: the parallel sweep is faster).
+Tiny sizes: DRAEM (widths 8/4, one epoch) and PatchCore (resnet18 with random weights in a temporary
+offline Hugging Face cache, coreset ratio 0.1), 32x96 inputs, batch 8, on the built-in synthetic
+dataset written as 8-bit grey PNGs (each domain scaled by its largest pixel value, over all its
+images, to 0-255), so that both tools read identical pixels (/255). Each sweep is a fresh process
+restricted to --cores cores. Per run: wall seconds of the whole grid, jobs, mean fit seconds per job
+and the mean source-domain image AUROC of each model. Prints the n_jobs=1 / n_jobs=2 wall-time ratio
+last (above 1: the parallel sweep is faster).
 
     .venv/bin/python bench/sweep.py [--cores 2] [--n-train 24] [--anomalib]
 
-`anomalib benchmark` cannot run this grid at these sizes: its config has no trainer section, so DRAEM
-would train for Lightning's default 1000 epochs (and download the DTD textures); PatchCore always
-resizes to 256 and crops 224 (the model's pre-processor; the benchmark config cannot replace it), about
-50 times the patches of a 32x96 input, which takes minutes per domain on 2 CPU cores; and its Folder
-reader clips float TIFFs to 8 bits. --anomalib still runs PatchCore x 4 domains that way, for reference.
+`anomalib benchmark` builds its models from bench/anomalib_models.py, run as anomalib's CLI with
+TinyDraem and TinyPatchcore added (its config has no trainer section, cannot replace a model's
+pre-processor, and imports class paths only from anomalib.models). They are hdmap_train's HDMAPDraem
+and HDMAPPatchcore, the classes the hdmap_train sweep trains; same widths, input size, epochs, batch size, seed, train/validation
+sizes (90/10 of train/good) and raw, unnormalised scores. What still differs:
+- each anomalib job trains and tests on one domain; each hdmap_train job also evaluates the 3 other
+  domains (cross-domain transfer), predicts its validation set, writes predictions.csv, plots and
+  TensorBoard logs, and reloads the best checkpoint before testing; anomalib's test step instead
+  writes one visualisation per test image (into the job's temporary folder). Fit seconds: anomalib
+  reads the training images inside fit, hdmap_train decodes them all before it;
+- anomalib runs CPU jobs one after another in one process with torch on all --cores threads, as
+  hdmap_train at n_jobs=1 (its Benchmark pipeline has a ParallelRunner only for accelerator cuda with
+  more than one GPU: one job per GPU); at n_jobs=2 each hdmap_train job gets half of the threads.
+  Two-thread jobs slow down far more than one-thread jobs when another process takes a core;
+- which 10% of train/good is held out, and the training batch order, differ (each tool's own seeded
+  split and sampler), so DRAEM weights and the PatchCore memory bank are close but not identical;
+- anomalib's benchmark builds each job's model before the job seeds itself, so the first job's
+  (DRAEM on domain A) initial weights are unseeded and its AUROC changes from run to run.
+One epoch of tiny DRAEM stays near chance in both tools; PatchCore's AUROC is the meaningful check.
 """
 
 import argparse
@@ -22,16 +40,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import tifffile
 from omegaconf import OmegaConf
+from PIL import Image
 
+from anomalib_models import BATCH_SIZE, DRAEM, DRAEM_EPOCHS, IMAGE_SIZE, PATCHCORE
 from hdmap_train.data.synthetic import SyntheticSpec, ensure_dataset
 from hdmap_train.weights import write_random_weights
 
-TINY = {  # the CPU sizes of tests/conftest.py, DRAEM for one epoch
-    "draem": {"image_size": [32, 96], "batch_size": 8, "max_epochs": 1, "module": {"reconstructive_width": 8, "discriminative_width": 4}},
-    "patchcore": {"image_size": [32, 96], "batch_size": 8, "module": {"backbone": "resnet18", "coreset_sampling_ratio": 0.1}},
+TINY = {
+    "draem": {"image_size": IMAGE_SIZE, "batch_size": BATCH_SIZE, "max_epochs": DRAEM_EPOCHS, "module": DRAEM},
+    "patchcore": {"image_size": IMAGE_SIZE, "batch_size": BATCH_SIZE, "module": PATCHCORE},
 }
+ANOMALIB_MODELS = {"TinyDraem": "draem", "TinyPatchcore": "patchcore"}
 DOMAINS = "A,B,C,D"
 
 
@@ -43,17 +66,31 @@ def write_tiny_models(conf: Path) -> None:
         (conf / "model" / f"tiny_{model}.yaml").write_text(text)
 
 
+def png_copy(tiffs: Path, pngs: Path) -> Path:
+    """The float TIFF dataset as 8-bit PNGs, each domain divided by its largest value (all splits) and scaled to 0-255."""
+    for domain in sorted(tiffs.glob("domain_*")):
+        files = sorted(domain.rglob("*.tiff"))
+        images = [tifffile.imread(file) for file in files]
+        peak = max(float(image.max()) for image in images)
+        for file, image in zip(files, images, strict=True):
+            out = pngs / file.relative_to(tiffs).with_suffix(".png")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.round(image / peak * 255).astype(np.uint8)).save(out)
+    return pngs
+
+
 def anomalib_config(root: Path) -> str:
-    """`anomalib benchmark` config: PatchCore (same backbone and coreset ratio) on the four domains."""
+    """`anomalib benchmark` config: both tiny models x the four domains, 10% of train/good held out for validation."""
     domains = [str(root / f"domain_{d}") for d in DOMAINS.split(",")]
     return OmegaConf.to_yaml({
         "accelerator": "cpu",
         "benchmark": {
             "seed": 42,
-            "model": {"class_path": "Patchcore", "init_args": {"backbone": "resnet18", "coreset_sampling_ratio": 0.1}},
+            "model": {"grid": [{"class_path": name} for name in ANOMALIB_MODELS]},
             "data": {"class_path": "Folder", "init_args": {
                 "name": "hdmap", "root": {"grid": domains}, "normal_dir": "train/good", "abnormal_dir": "test/fault",
-                "normal_test_dir": "test/good", "train_batch_size": 8, "eval_batch_size": 8, "num_workers": 0,
+                "normal_test_dir": "test/good", "train_batch_size": BATCH_SIZE, "eval_batch_size": BATCH_SIZE,
+                "num_workers": 0, "val_split_mode": "from_train", "val_split_ratio": 0.1, "seed": 42,
             }},
         },
     })
@@ -69,40 +106,51 @@ def timed(command: list[str], cwd: Path) -> float:
     return seconds
 
 
+def row(run: str, seconds: float, fit_seconds: pd.Series, models: pd.Series, aurocs: pd.Series) -> dict:
+    """One table row; AUROC columns: mean source-domain image AUROC per model."""
+    means = aurocs.groupby(models.to_numpy()).mean()
+    print(f"{run:<24} {seconds:7.1f} s", flush=True)
+    return {"run": run, "jobs": len(fit_seconds), "wall_s": seconds, "fit_s_per_job": fit_seconds.mean(),
+            **{f"{model}_AUROC": means.get(model) for model in TINY}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cores", type=int, default=2, help="CPU cores the sweeps may use")
     parser.add_argument("--n-train", type=int, default=24, help="normal training images per domain")
-    parser.add_argument("--anomalib", action="store_true", help="also run PatchCore x 4 domains through `anomalib benchmark` (slow)")
+    parser.add_argument("--anomalib", action="store_true", help="also run the grid through `anomalib benchmark`")
     args = parser.parse_args()
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])  # inherited by every process below
     work = Path(tempfile.mkdtemp(prefix="hdmap-sweep-bench-"))
-    root = ensure_dataset(SyntheticSpec(n_train=args.n_train, n_test=12, seed=0), work / "data")
+    root = png_copy(ensure_dataset(SyntheticSpec(n_train=args.n_train, n_test=12, seed=0), work / "data"), work / "png")
     write_tiny_models(work / "conf")
     os.environ |= {"HF_HOME": str(work / "hf"), "HF_HUB_CACHE": str(work / "hf" / "hub"), "HF_HUB_OFFLINE": "1"}
     write_random_weights("resnet18", work / "hf" / "hub")
 
     sweep = [sys.executable, "-m", "hdmap_train", "--multirun", "hydra/launcher=gpus", f"hydra.searchpath=[file://{work / 'conf'}]",
-             "trainer=cpu", "trainer.enable_progress_bar=false", f"data.root={root}", f"domain={DOMAINS}"]
+             "trainer=cpu", "trainer.enable_progress_bar=false", f"data.root={root}", f"domain={DOMAINS}", "model=tiny_draem,tiny_patchcore"]
     rows = []
-    sweeps = [("tiny_draem,tiny_patchcore", 1), ("tiny_draem,tiny_patchcore", 2)] + [("tiny_patchcore", 1)] * args.anomalib
-    for models, n_jobs in sweeps:
-        sweep_dir = work / f"sweep-{models.replace(',', '+')}-n{n_jobs}"
-        seconds = timed([*sweep, f"model={models}", f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={sweep_dir}"], work)
+    for n_jobs in (1, 2):
+        sweep_dir = work / f"sweep-n{n_jobs}"
+        seconds = timed([*sweep, f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={sweep_dir}"], work)
         jobs = pd.read_csv(sweep_dir / "summary.csv")
-        rows.append({"run": f"hdmap_train n_jobs={n_jobs}", "grid": models.replace("tiny_", ""), "jobs": len(jobs),
-                     "wall_s": seconds, "fit_s_per_job": jobs["fit_seconds"].mean()})
-        print(f"{rows[-1]['run']:<24} {rows[-1]['grid']:<16} {seconds:7.1f} s", flush=True)
+        rows.append(row(f"hdmap_train n_jobs={n_jobs}", seconds, jobs["fit_seconds"], jobs["model"], jobs["source_AUROC"]))
     if args.anomalib:
         (work / "anomalib.yaml").write_text(anomalib_config(root))
-        anomalib = Path(sys.executable).with_name("anomalib")
-        seconds = timed([str(anomalib), "benchmark", "--config", str(work / "anomalib.yaml")], work)
-        results = pd.read_csv(next((work / "runs").rglob("results.csv")))
-        rows.append({"run": "anomalib benchmark", "grid": "patchcore", "jobs": len(results), "wall_s": seconds,
-                     "fit_s_per_job": results["fit_duration"].mean()})
+        models = Path(__file__).with_name("anomalib_models.py")
+        seconds = timed([sys.executable, str(models), "benchmark", "--config", str(work / "anomalib.yaml")], work)
+        found = list((work / "runs").rglob("results.csv"))  # the pipeline logs failures and exits 0
+        results = pd.read_csv(found[0]) if found else pd.DataFrame()
+        if len(results) != rows[0]["jobs"]:
+            sys.exit(f"anomalib benchmark finished {len(results)} of {rows[0]['jobs']} jobs; see {work / 'runs' / 'pipeline.log'}")
+        rows.append(row("anomalib benchmark", seconds, results["fit_duration"], results["model.class_path"].map(ANOMALIB_MODELS), results["image_AUROC"]))
     table = pd.DataFrame(rows)
-    print(f"\n{args.cores} CPU cores, {args.n_train} training images per domain, work dir {work}\n")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    print(f"\n{args.cores} CPU cores, {args.n_train} training images per domain, work dir {work}")
+    print("AUROC: mean source-domain image AUROC per model (anomalib: one domain per job, no cross-domain evaluation)\n")
+    print(table.to_string(index=False, formatters={"wall_s": "{:.1f}".format, "fit_s_per_job": "{:.1f}".format,
+                                                   **{f"{m}_AUROC": "{:.3f}".format for m in TINY}}))
+    if args.anomalib:
+        print(f"\nwall-time ratio anomalib benchmark / hdmap_train n_jobs=1 (2 models x 4 domains): {table['wall_s'].iloc[2] / table['wall_s'].iloc[0]:.2f}")
     ratio = table["wall_s"].iloc[0] / table["wall_s"].iloc[1]
     print(f"\nwall-time ratio n_jobs=1 / n_jobs=2 (2 models x 4 domains): {ratio:.2f}")
 

@@ -124,6 +124,8 @@ def training_info(cfg: DictConfig, engine: Engine, history: LossHistory, fit_sec
         "train_loss_per_epoch": history.history["train_loss"],
         "val_loss_per_epoch": history.history["val_loss"],
         "fit_seconds": round(fit_seconds, 3),
+        # memory-bank models that time their fit phases (HDMAPPatchcore)
+        "fit_phase_seconds": {k: round(v, 3) for k, v in getattr(engine.model, "fit_phase_seconds", {}).items()} or None,
     }
 
 
@@ -196,7 +198,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         start = time.perf_counter()
         write_csv_atomic(run_dir / "predictions.csv", predictions)
-        pictures = write_plots(run_dir / "plots", predictions, threshold, datamodule.source, collector.examples, collector.n_examples)
+        pictures = {}
+        if cfg.evaluation.plots:
+            pictures = write_plots(run_dir / "plots", predictions, threshold, datamodule.source, collector.examples, collector.n_examples)
         log_to_tensorboard(engine.trainer.logger, record, pictures, run_hparams(cfg), engine.trainer.global_step)
         record["training_info"]["report_seconds"] = round(time.perf_counter() - start, 3)
         record["status"] = "success"

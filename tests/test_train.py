@@ -63,7 +63,10 @@ def test_pretrained_models_end_to_end_offline(model: str, tiny_dataset: Path, tm
     run(tiny_run_cfg(model, tiny_dataset, tmp_path / "run"), tmp_path / "run")
     record = assert_complete_record(tmp_path / "run", model)
     if model == "patchcore":
-        assert record["training_info"]["last_trained_epoch"] == 1 and record["training_info"]["monitor"] is None
+        info = record["training_info"]
+        assert info["last_trained_epoch"] == 1 and info["monitor"] is None
+        assert set(info["fit_phase_seconds"]) == {"feature_extraction", "coreset_selection", "memory_bank"}
+        assert info["fit_phase_seconds"]["feature_extraction"] > 0
     else:
         assert len(record["training_info"]["val_loss_per_epoch"]) == 1
 
@@ -106,3 +109,10 @@ def test_validation_loss_leaves_batchnorm_statistics_alone(tiny_dataset: Path, t
     assert before and all(torch.equal(before[k], after[k]) for k in before)
     again = trainer.validate(model, dataloaders=dm.val_dataloader(), verbose=False)[0]
     assert again["val_loss"] == pytest.approx(metrics["val_loss"])  # seeded synthetic anomalies: same number
+
+
+def test_plots_can_be_switched_off(tiny_dataset: Path, tmp_path: Path) -> None:
+    run(tiny_run_cfg("draem", tiny_dataset, tmp_path, "model.max_epochs=1", "evaluation.plots=false"), tmp_path)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "success" and (tmp_path / "predictions.csv").is_file()
+    assert not (tmp_path / "plots").exists()
