@@ -23,8 +23,12 @@ train: install
 test: install
 	$(PY) -m pytest
 
+## Every benchmark (each prints its ratio last; figures in BENCHMARKS.md). About 15 minutes on 2 cores.
 bench: install
 	$(PY) bench/overhead.py
+	$(PY) bench/data_throughput.py
+	$(PY) bench/patchcore_fit.py
+	$(PY) bench/sweep.py
 
 clean:
 	rm -rf $(VENV) outputs multirun/*/

@@ -83,7 +83,7 @@ def draem_data_wait(root: Path, args: argparse.Namespace) -> None:
           f"{model_cfg.image_size[0]}x{model_cfg.image_size[1]}), batch {args.draem_batch}, {args.draem_steps} timed steps:")
     print(f"  data wait {1000 * wait / n_images:.1f} ms/image, step {1000 * step / n_images:.0f} ms/image "
           f"(of which anomaly generation {1000 * generate_s / n_images:.0f} ms/image)")
-    print(f"data-wait share of a DRAEM training step: {100 * wait / (wait + step):.2f}% "
+    print(f"data-wait share of a DRAEM training step: {100 * wait / (wait + step):.2g}% "
           f"(anomaly generation: {100 * generate_s / (wait + step):.1f}%)")
 
 

@@ -51,7 +51,7 @@ def main() -> None:
                 seconds, out = timed(commands[name])
                 aurocs[name] = float(out.strip().splitlines()[-1].split("=")[1])
             else:
-                run_dir = work / f"{name.replace(' ', '-')}-{repeat}"
+                run_dir = work / f"run-{list(commands).index(name)}-{repeat}"  # no "=" in a Hydra override value
                 seconds, _ = timed([*commands[name], f"hydra.run.dir={run_dir}"])
                 aurocs[name] = json.loads((run_dir / "metrics.json").read_text())["source_results"]["image_AUROC"]
             times[name].append(seconds)

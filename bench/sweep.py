@@ -1,5 +1,5 @@
 """Sweep wall time on CPU cores: 2 models x 4 domains through hdmap_train (hydra/launcher=gpus at
-n_jobs=1 and n_jobs=2) and, with --anomalib, through `anomalib benchmark`, on the same data.
+n_jobs=1 and n_jobs=2) and through `anomalib benchmark` (unless --no-anomalib), on the same data.
 
 Tiny sizes: DRAEM (widths 8/4, one epoch) and PatchCore (resnet18 with random weights in a temporary
 offline Hugging Face cache, coreset ratio 0.1), 32x96 inputs, batch 8, on the built-in synthetic
@@ -9,13 +9,13 @@ restricted to --cores cores. Per run: wall seconds of the whole grid, jobs, mean
 and the mean source-domain image AUROC of each model. Prints the n_jobs=1 / n_jobs=2 wall-time ratio
 last (above 1: the parallel sweep is faster).
 
-    .venv/bin/python bench/sweep.py [--cores 2] [--n-train 24] [--anomalib]
+    .venv/bin/python bench/sweep.py [--cores 2] [--n-train 24] [--no-anomalib]
 
 `anomalib benchmark` builds its models from bench/anomalib_models.py, run as anomalib's CLI with
 TinyDraem and TinyPatchcore added (its config has no trainer section, cannot replace a model's
 pre-processor, and imports class paths only from anomalib.models). They are hdmap_train's HDMAPDraem
-and HDMAPPatchcore, the classes the hdmap_train sweep trains; same widths, input size, epochs, batch size, seed, train/validation
-sizes (90/10 of train/good) and raw, unnormalised scores. What still differs:
+and HDMAPPatchcore, the classes the hdmap_train sweep trains; same widths, input size, epochs, batch
+size, seed, train/validation sizes (90/10 of train/good) and raw, unnormalised scores. What still differs:
 - each anomalib job trains and tests on one domain; each hdmap_train job also evaluates the 3 other
   domains (cross-domain transfer), predicts its validation set, writes predictions.csv, plots and
   TensorBoard logs, and reloads the best checkpoint before testing; anomalib's test step instead
@@ -118,7 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cores", type=int, default=2, help="CPU cores the sweeps may use")
     parser.add_argument("--n-train", type=int, default=24, help="normal training images per domain")
-    parser.add_argument("--anomalib", action="store_true", help="also run the grid through `anomalib benchmark`")
+    parser.add_argument("--no-anomalib", dest="anomalib", action="store_false", help="skip the `anomalib benchmark` run")
     args = parser.parse_args()
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])  # inherited by every process below
     work = Path(tempfile.mkdtemp(prefix="hdmap-sweep-bench-"))
