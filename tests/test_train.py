@@ -8,6 +8,8 @@ import torch
 from lightning import Trainer
 
 from conftest import PRETRAINED, TINY_MODEL, compose_cfg
+from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
+from hdmap_train.models import build_model
 from hdmap_train.models.draem import HDMAPDraem
 from hdmap_train.train import RunEngine, run
 from hdmap_train.weights import write_random_weights
@@ -45,6 +47,18 @@ def assert_complete_record(run_dir: Path, model: str) -> dict:
     assert {"anomalib", "torch", "lightning", "hydra-core"} <= set(record["versions"])
     assert not list(run_dir.rglob("v0")), "anomalib's versioned workspace must not be created"
     return record
+
+
+def validate_twice(model, data_root: Path, eval_batch_size: int = 32) -> tuple[dict, dict]:
+    """Validate `model` twice on a held-out quarter of domain A; BatchNorm statistics must stay untouched."""
+    dm = MultiDomainHDMAPDataModule(data_root, "A", ["B"], (32, 96), val_fraction=0.25, eval_batch_size=eval_batch_size)
+    dm.setup()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    metrics = trainer.validate(model, dataloaders=dm.val_dataloader(), verbose=False)[0]
+    after = model.state_dict()
+    assert before and all(torch.equal(before[k], after[k]) for k in before)
+    return metrics, trainer.validate(model, dataloaders=dm.val_dataloader(), verbose=False)[0]
 
 
 @pytest.mark.slow
@@ -92,22 +106,10 @@ def test_exception_during_fit_is_recorded_as_failed(tiny_dataset: Path, tmp_path
 
 
 def test_validation_loss_leaves_batchnorm_statistics_alone(tiny_dataset: Path, tmp_path: Path) -> None:
-    cfg = tiny_run_cfg("draem", tiny_dataset, tmp_path)
-    from hdmap_train.models import build_model
-    from hdmap_train.train import dataset_root
-    from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
-
-    model = build_model(cfg.model)
+    model = build_model(tiny_run_cfg("draem", tiny_dataset, tmp_path).model)
     assert isinstance(model, HDMAPDraem)
-    dm = MultiDomainHDMAPDataModule(dataset_root(cfg), "A", ["B"], (32, 96), val_fraction=0.25)
-    dm.setup()
-    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
-    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    metrics = trainer.validate(model, dataloaders=dm.val_dataloader(), verbose=False)[0]
+    metrics, again = validate_twice(model, tiny_dataset)
     assert metrics["val_loss"] > 0
-    after = {k: v for k, v in model.state_dict().items() if "running" in k}
-    assert before and all(torch.equal(before[k], after[k]) for k in before)
-    again = trainer.validate(model, dataloaders=dm.val_dataloader(), verbose=False)[0]
     assert again["val_loss"] == pytest.approx(metrics["val_loss"])  # seeded synthetic anomalies: same number
 
 

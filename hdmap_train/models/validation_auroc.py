@@ -10,7 +10,10 @@ Only validation_step injects faults. Prediction (the validation threshold, the t
 clean images.
 """
 
+from typing import Any
+
 import torch
+from anomalib import LearningType
 from anomalib.data import Batch
 from torchmetrics.functional.classification import binary_auroc
 
@@ -22,10 +25,19 @@ class SyntheticFaultValidationMixin:
     """Put before AnomalibModule in the bases; the model implements `synthetic_validation`.
 
     Logs `val_loss` (the training objective on the faulted validation batch) and, at the end of the
-    epoch, `val_image_AUROC` (image scores of faulted vs clean validation images).
+    epoch, `val_image_AUROC` (image scores of faulted vs clean validation images). The models are
+    one-class, trained from scratch on their synthetic faults.
     """
 
     validation_seed = 1234
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        return LearningType.ONE_CLASS
 
     def synthetic_validation(self, batch: Batch, faulted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, image anomaly scores (B,)) after adding faults to the images where `faulted` (B,) is True."""

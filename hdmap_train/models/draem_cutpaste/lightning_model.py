@@ -1,10 +1,8 @@
 """DRAEM-CutPaste: 1-channel DRAEM trained on additive CutPaste faults (the seed paper's proposed model)."""
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
@@ -92,11 +90,3 @@ class DraemCutPaste(SyntheticFaultValidationMixin, AnomalibModule):
             return optimizer
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.lr_step_size, gamma=self.lr_gamma)
         return [optimizer], [scheduler]
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
-
-    @property
-    def learning_type(self) -> LearningType:
-        return LearningType.ONE_CLASS

@@ -1,10 +1,8 @@
 """DRAEM-SevNet: DRAEM with a severity head, trained on severity-scaled CutPaste faults."""
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
@@ -115,11 +113,3 @@ class DraemSevNet(SyntheticFaultValidationMixin, AnomalibModule):
         if self.optimizer_name == "sgd":
             return torch.optim.SGD(params, lr=self.learning_rate, momentum=0.9, weight_decay=1e-4)
         return torch.optim.Adam(params, lr=self.learning_rate)
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
-
-    @property
-    def learning_type(self) -> LearningType:
-        return LearningType.ONE_CLASS
