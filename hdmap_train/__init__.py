@@ -13,3 +13,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 for _module in ("timm", "anomalib"):
     warnings.filterwarnings("ignore", category=FutureWarning, module=_module)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=_module)
+
+# The ${hdmap_job_dir:} resolver of conf/hydra/default.yaml, for every process that composes the configs.
+from hdmap_train import job_names as _job_names  # noqa: E402,F401

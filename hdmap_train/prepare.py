@@ -5,14 +5,16 @@ which select three raw files (conf/prepare.yaml `prepare.files`). Each holds `Xd
 array (MATLAB v5 via scipy, or v7.3/HDF5 via h5py); sample i is Xdata[:, :, 0, i]. Written:
 
     <output_root>/<name>/domain_X/train/good/{k:06d}.tiff   k-th of a seeded random choice of n_train samples
-    <output_root>/<name>/domain_X/test/good/{k:06d}.tiff    sample k of the normal test file (first n_test)
-    <output_root>/<name>/domain_X/test/fault/{k:06d}.tiff   sample k of the fault test file (first n_test)
+    <output_root>/<name>/domain_X/test/good/{k:06d}.tiff    sample k of the normal test file (first n_test; null: all)
+    <output_root>/<name>/domain_X/test/fault/{k:06d}.tiff   sample k of the fault test file (first n_test; null: all)
     <output_root>/<name>/manifest.json                      mapping, sources (+ sha256), counts, seed,
                                                             normalisation, per-domain training statistics
 
 as float32 single-channel TIFF at native size (normalisation `original` is bit-exact in float32). The
 training choice is numpy's RandomState(seed).choice(N, n_train, replace=False), as the seed's HEAD
-script made it. The dataset is written to a temporary folder and renamed into place; an existing
+script made it. A file holding fewer samples than asked stops the run unless prepare.allow_fewer=true
+(then all of them are written, and the default name counts what was written). The dataset is written
+to a temporary folder (given a normal folder's permissions) and renamed into place; an existing
 dataset is replaced only with prepare.overwrite=true.
 """
 
@@ -46,7 +48,10 @@ CHUNK = 4096  # samples read at a time for statistics
 
 
 class MatSamples:
-    """The samples of one array (H x W x 1 x N) of a MATLAB .mat file, v5 (scipy) or v7.3 (HDF5)."""
+    """The samples of one array (H x W x 1 x N) of a MATLAB .mat file, v5 (scipy) or v7.3 (HDF5).
+
+    Opening reads only the shape; the samples are read by `read` (a v5 file is loaded whole on the first read).
+    """
 
     def __init__(self, path: Path, key: str = "Xdata") -> None:
         self.path = Path(path)
@@ -60,15 +65,14 @@ class MatSamples:
                         self._missing(list(handle.keys()))
                     shape = handle[key].shape[::-1]  # HDF5 stores MATLAB arrays transposed
             else:
-                contents = scipy.io.loadmat(self.path, variable_names=[key])
-                if key not in contents:
-                    self._missing([name for name, *_ in scipy.io.whosmat(self.path)])
-                self._array = self._samples_first(contents[key])
-                shape = (*self._array.shape[1:], 1, self._array.shape[0])
+                shapes = {name: shape for name, shape, _ in scipy.io.whosmat(self.path)}
+                if key not in shapes:
+                    self._missing(list(shapes))
+                shape = shapes[key]
         except HdmapError:
             raise
         except Exception as exc:  # scipy/h5py raise many types for truncated or foreign files
-            raise HdmapError(f"Cannot read {self.path}: {exc}. Replace the file (a MATLAB .mat with {key}).") from exc
+            raise self._unreadable(exc) from exc
         if len(shape) > 4 or (len(shape) == 4 and shape[2] != 1):
             raise HdmapError(f"{self.path}: {key} has shape {shape}; expected H x W x 1 x N (single-channel samples).")
         self.height, self.width = int(shape[0]), int(shape[1])
@@ -77,6 +81,15 @@ class MatSamples:
     def _missing(self, found: list[str]) -> NoReturn:
         msg = f"{self.path} has no variable '{self.key}' (found: {', '.join(found) or 'nothing'}). Set prepare.key or use the KRISS HDMap files."
         raise HdmapError(msg)
+
+    def _unreadable(self, exc: Exception) -> HdmapError:
+        return HdmapError(f"Cannot read {self.path}: {exc}. Replace the file (a MATLAB .mat with {self.key}).")
+
+    def _load_v5(self) -> np.ndarray:
+        try:
+            return self._samples_first(scipy.io.loadmat(self.path, variable_names=[self.key])[self.key])
+        except Exception as exc:  # a file whose header reads but whose data does not
+            raise self._unreadable(exc) from exc
 
     @staticmethod
     def _samples_first(array: np.ndarray) -> np.ndarray:
@@ -90,7 +103,9 @@ class MatSamples:
     def read(self, indices: np.ndarray) -> np.ndarray:
         """Samples `indices` (in that order) as an (n, H, W) array of the file's dtype; NaN/inf raise."""
         indices = np.asarray(indices, dtype=np.int64)
-        block = self._array[indices] if self._array is not None else self._read_hdf5(indices)
+        if not self.hdf5 and self._array is None:
+            self._array = self._load_v5()
+        block = self._read_hdf5(indices) if self.hdf5 else self._array[indices]
         bad = ~np.isfinite(block).all(axis=(1, 2))
         if bad.any():
             raise HdmapError(f"{self.path}: sample {int(indices[bad][0])} of {self.key} contains NaN or infinite values.")
@@ -174,14 +189,21 @@ def prepare(cfg: DictConfig) -> Path:
     """Build the dataset described by the `prepare` config node; returns its folder."""
     if cfg.normalization not in NORMALIZATIONS:
         raise HdmapError(f"prepare.normalization={cfg.normalization} is unknown; choose one of {', '.join(NORMALIZATIONS)}.")
-    if not (int(cfg.n_train) >= 1 and int(cfg.n_test) >= 1):
-        raise HdmapError(f"prepare.n_train={cfg.n_train} and prepare.n_test={cfg.n_test} must be at least 1.")
-    out = Path(cfg.output_root).expanduser() / cfg.name
+    for key in ("n_train", "n_test"):
+        if cfg[key] is not None and not int(cfg[key]) >= 1:
+            raise HdmapError(f"prepare.{key}={cfg[key]} must be at least 1 (or null: every sample of the file).")
+    files = source_files(cfg)
+    samples = {domain: {split: MatSamples(path, cfg.key) for split, path in files[domain].items()} for domain in cfg.domains}
+    counts = {domain: sample_counts(cfg, domain, samples[domain]) for domain in cfg.domains}
+    name = cfg.name or f"{min(c['train'] for c in counts.values())}_tiff_{cfg.normalization}"
+    out = Path(cfg.output_root).expanduser() / name
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise HdmapError(f"Dataset {out} already exists. Pass prepare.overwrite=true to replace it, or set prepare.name.")
-    files = source_files(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # a normal folder's mode: mkdtemp's 0700 locks other users out of shared storage
     try:
         manifest = {
             "generator": "hdmap_train.prepare",
@@ -192,7 +214,8 @@ def prepare(cfg: DictConfig) -> Path:
             "seed": int(cfg.seed),
             "selection": {
                 "train": "numpy.random.RandomState(seed).choice(N, n_train, replace=False); file k = sample indices[k]",
-                "test": "the first n_test samples; file k = sample k",
+                "test": "the first n_test samples (null: all); file k = sample k",
+                "n_train": cfg.n_train, "n_test": cfg.n_test, "allow_fewer": bool(cfg.allow_fewer),
             },
             "normalization": {"mode": cfg.normalization, "formula": "(x - shift) / scale, not clipped"},
             "format": {"file": "tiff", "dtype": "float32", "channels": 1, "layout": "sample i = Xdata[:, :, 0, i]"},
@@ -200,8 +223,10 @@ def prepare(cfg: DictConfig) -> Path:
             "counts": {},
             "domains": {},
         }
-        for domain in cfg.domains:
-            manifest["domains"][domain], manifest["counts"][domain] = prepare_domain(cfg, domain, files[domain], tmp / f"domain_{domain}")
+        for domain in cfg.domains:  # pop: a v5 file's samples are freed once its domain is written
+            manifest["domains"][domain], manifest["counts"][domain] = prepare_domain(
+                cfg, domain, samples.pop(domain), counts[domain], tmp / f"domain_{domain}"
+            )
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(tmp, out)
     finally:
@@ -210,10 +235,31 @@ def prepare(cfg: DictConfig) -> Path:
     return out
 
 
-def prepare_domain(cfg: DictConfig, domain: str, files: dict[str, Path], folder: Path) -> tuple[dict, dict]:
-    """Write one domain; returns its manifest entry and its sample counts."""
+def sample_counts(cfg: DictConfig, domain: str, samples: dict[str, MatSamples]) -> dict[str, int]:
+    """Samples to write per split: n_train / n_test (null: the whole file); fewer in a file raises unless allow_fewer."""
+    counts = {}
+    for split, mat in samples.items():
+        key = "n_train" if split == "train" else "n_test"
+        asked = mat.count if cfg[key] is None else int(cfg[key])
+        if mat.count < asked:
+            if not cfg.allow_fewer:
+                msg = (
+                    f"Domain {domain} {SPLIT_DIRS[split]}: {mat.path} holds {mat.count} samples, fewer than prepare.{key}={asked}. "
+                    f"Ask for at most {mat.count}, or pass prepare.allow_fewer=true to write the {mat.count} there are."
+                )
+                raise HdmapError(msg)
+            log.warning(
+                "domain_%s %s: writing all %d samples of %s, fewer than prepare.%s=%d (prepare.allow_fewer=true)",
+                domain, SPLIT_DIRS[split], mat.count, mat.path, key, asked,
+            )
+        counts[split] = min(asked, mat.count)
+    return counts
+
+
+def prepare_domain(cfg: DictConfig, domain: str, samples: dict[str, MatSamples], counts: dict[str, int], folder: Path) -> tuple[dict, dict]:
+    """Write counts[split] samples of each split of one domain; returns its manifest entry and its sample counts."""
     entry = cfg.mapping.domains[domain]
-    samples = {split: MatSamples(path, cfg.key) for split, path in files.items()}
+    files = {split: mat.path for split, mat in samples.items()}
     train = samples["train"]
     stats = train.statistics()
     bounds = OmegaConf.to_container(entry.bounds) if entry.get("bounds") is not None else None
@@ -221,9 +267,9 @@ def prepare_domain(cfg: DictConfig, domain: str, files: dict[str, Path], folder:
     if not scale > 0:
         raise HdmapError(f"{files['train']}: {cfg.normalization} scale for domain {domain} is {scale}; check the bounds.")
     chosen = {
-        "train": np.random.RandomState(int(cfg.seed)).choice(train.count, min(int(cfg.n_train), train.count), replace=False),
-        "test_good": np.arange(min(int(cfg.n_test), samples["test_good"].count)),
-        "test_fault": np.arange(min(int(cfg.n_test), samples["test_fault"].count)),
+        "train": np.random.RandomState(int(cfg.seed)).choice(train.count, counts["train"], replace=False),
+        "test_good": np.arange(counts["test_good"]),
+        "test_fault": np.arange(counts["test_fault"]),
     }
     sizes = {(s.height, s.width) for s in samples.values()}
     if len(sizes) != 1:

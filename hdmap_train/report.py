@@ -7,6 +7,7 @@ rebuilt for any sweep directory, finished or not, by
 """
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -17,15 +18,22 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from hdmap_train.errors import HdmapError
+from hdmap_train.job_names import RESULT_NEUTRAL_OVERRIDE_KEYS, covered, override_key
 
+log = logging.getLogger(__name__)
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 FIRST_COLUMNS = ["job", "condition", "model", "source", "status", "source_AUROC", "source_F1"]
 LAST_COLUMNS = ["avg_target_AUROC", "transfer_ratio", "fit_seconds", "error"]
+OVERRIDE_PREFIX = "override."  # summary.csv column of a job override: override.<key>, e.g. override.model.max_epochs
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    """Folders of the sweep's jobs: those holding Hydra's .hydra/ or a metrics.json (any depth)."""
-    found = {path.parent for pattern in (".hydra", "metrics.json") for path in sweep_dir.rglob(pattern)}
+    """Folders of the sweep's jobs: those holding Hydra's .hydra/ folder or a file named exactly metrics.json (any depth).
+
+    A record kept aside under another name (metrics.corrupt-<time>.json) does not make a folder a job.
+    """
+    found = {path.parent for path in sweep_dir.rglob(".hydra") if path.is_dir()}
+    found |= {path.parent for path in sweep_dir.rglob("metrics.json") if path.is_file()}
     return sorted(found)
 
 
@@ -62,15 +70,64 @@ def record_row(record: dict) -> dict:
     return row
 
 
-def missing_row(job_dir: Path) -> dict:
-    """A job folder without metrics.json (running, killed, or stopped before its run started)."""
-    row = {"status": "missing", "error": "no metrics.json"}
+def config_row(job_dir: Path) -> dict:
+    """condition/model/source from the job's .hydra/config.yaml, for a job without a readable record ({} if none)."""
     config_file = job_dir / ".hydra" / "config.yaml"
-    if config_file.is_file():
+    try:
         config = OmegaConf.load(config_file)
         model, source = OmegaConf.select(config, "model.name"), OmegaConf.select(config, "domain.source")
-        row |= {"condition": model, "model": model, "source": source}
-    return row
+    except FileNotFoundError:
+        return {}
+    except Exception as exc:  # a corrupt config.yaml only loses these three cells
+        log.warning("%s is unreadable (%s); its job is listed without model and source", config_file, exc)
+        return {}
+    return {"condition": model, "model": model, "source": source}
+
+
+def missing_row(job_dir: Path) -> dict:
+    """A job folder without metrics.json (running, killed, or stopped before its run started)."""
+    return {"status": "missing", "error": "no metrics.json", **config_row(job_dir)}
+
+
+def unreadable_row(metrics: Path, exc: Exception) -> dict:
+    """A job whose metrics.json cannot be read or is not a run record (truncated, corrupt, hand-edited)."""
+    problem = str(exc).splitlines()[0] if str(exc) else ""
+    error = (f"{metrics} is unreadable ({type(exc).__name__}{': ' + problem if problem else ''}); "
+             "re-run the sweep into the same hydra.sweep.dir to train this job again")
+    return {"status": "unreadable", "error": error, **config_row(metrics.parent)}
+
+
+def job_row(job_dir: Path) -> dict:
+    """The summary row of one job folder: from its metrics.json, or missing / unreadable."""
+    metrics = job_dir / "metrics.json"
+    if not metrics.is_file():
+        return missing_row(job_dir)
+    try:
+        record = json.loads(metrics.read_text())
+        return record_row(record)
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        return unreadable_row(metrics, exc)
+
+
+def job_overrides(job_dir: Path) -> dict[str, str]:
+    """The job's overrides from .hydra/overrides.yaml as {override.<key>: value}, result-neutral keys left out."""
+    overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        return {}
+    try:
+        lines = OmegaConf.to_container(OmegaConf.load(overrides_file))
+        if not isinstance(lines, list):
+            raise ValueError("not a list of overrides")
+    except Exception as exc:
+        log.warning("%s is unreadable (%s); its job is listed without its overrides", overrides_file, exc)
+        return {}
+    columns = {}
+    for line in map(str, lines):
+        key = override_key(line)
+        if not covered(key, RESULT_NEUTRAL_OVERRIDE_KEYS):
+            value = line.split("=", 1)[1] if "=" in line else "(deleted)" if line.startswith("~") else ""
+            columns[OVERRIDE_PREFIX + key] = value
+    return columns
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
@@ -79,14 +136,33 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
         raise HdmapError(f"Sweep directory {sweep_dir} does not exist: pass a folder such as multirun/<date>/<time>.")
     rows = []
     for job_dir in job_dirs(sweep_dir):
-        metrics = job_dir / "metrics.json"
-        row = record_row(json.loads(metrics.read_text())) if metrics.is_file() else missing_row(job_dir)
-        rows.append({"job": str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name, **row})
+        job = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name
+        rows.append({"job": job, **job_overrides(job_dir), **job_row(job_dir)})
     if not rows:
         raise HdmapError(f"{sweep_dir} holds no job folders (.hydra/ or metrics.json): pass a sweep directory such as multirun/<date>/<time>.")
     table = pd.DataFrame(rows)
+    override_columns = sorted(c for c in table.columns if c.startswith(OVERRIDE_PREFIX))
     domain_columns = sorted((c for c in table.columns if c.startswith(("AUROC_", "F1_"))), key=lambda c: (c.split("_", 1)[1], c[0]))
-    return table.reindex(columns=FIRST_COLUMNS + domain_columns + LAST_COLUMNS)
+    return table.reindex(columns=FIRST_COLUMNS[:1] + override_columns + FIRST_COLUMNS[1:] + domain_columns + LAST_COLUMNS)
+
+
+def status_counts(table: pd.DataFrame) -> str:
+    """'2 succeeded, 1 failed, 1 missing, 0 unreadable'."""
+    counts = table["status"].value_counts()
+    return (f"{counts.get('success', 0)} succeeded, {counts.get('failed', 0)} failed, {counts.get('missing', 0)} missing, "
+            f"{counts.get('unreadable', 0)} unreadable")
+
+
+def varying_overrides(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    """The override columns whose value differs between jobs, and the overrides every job shares (key: value)."""
+    varying, shared = [], {}
+    for column in (c for c in table.columns if c.startswith(OVERRIDE_PREFIX)):
+        values = table[column].fillna("(not set)")
+        if values.nunique() > 1:
+            varying.append(column)
+        else:
+            shared[column.removeprefix(OVERRIDE_PREFIX)] = values.iloc[0]
+    return varying, shared
 
 
 def auroc_matrix(rows: pd.DataFrame) -> pd.DataFrame:
@@ -124,8 +200,11 @@ def summary_markdown(table: pd.DataFrame, sweep_dir: Path) -> str:
     lines = [
         f"# Sweep summary: {sweep_dir}", "",
         f"{len(table)} jobs: {counts.get('success', 0)} succeeded, {counts.get('failed', 0)} failed, "
-        f"{counts.get('missing', 0)} missing (no metrics.json).", "",
+        f"{counts.get('missing', 0)} missing (no metrics.json), {counts.get('unreadable', 0)} unreadable (corrupt metrics.json).", "",
     ]
+    varying, shared = varying_overrides(table)
+    if shared:
+        lines += ["Overrides of every job: " + ", ".join(f"`{key}={value}`" for key, value in shared.items()), ""]
     jobs = table.dropna(subset=["condition", "source"])
     if len(jobs):
         sources = sorted(jobs["source"].unique())
@@ -135,11 +214,14 @@ def summary_markdown(table: pd.DataFrame, sweep_dir: Path) -> str:
         lines += markdown_table(["condition", *sources], grid) + [""]
     lines += ["## Jobs", ""]
     lines += markdown_table(
-        ["job", "status", "source AUROC", "avg target AUROC", "transfer ratio", "fit s"],
-        [[f"`{r.job}`", r.status, number(r.source_AUROC), number(r.avg_target_AUROC), number(r.transfer_ratio),
-          number(r.fit_seconds, 1)] for r in table.itertuples()],
+        ["job", *(c.removeprefix(OVERRIDE_PREFIX) for c in varying), "status", "source AUROC", "avg target AUROC",
+         "transfer ratio", "fit s"],
+        [[f"`{r['job']}`", *("-" if pd.isna(r[c]) else str(r[c]).replace("|", "\\|") for c in varying), r["status"], number(r["source_AUROC"]),
+          number(r["avg_target_AUROC"]), number(r["transfer_ratio"]), number(r["fit_seconds"], 1)]
+         for r in table.to_dict("records")],
     ) + [""]
-    for status, title in (("failed", "Failed jobs"), ("missing", "Missing results (running, killed, or stopped before the run)")):
+    for status, title in (("failed", "Failed jobs"), ("missing", "Missing results (running, killed, or stopped before the run)"),
+                          ("unreadable", "Unreadable results (corrupt or truncated metrics.json)")):
         bad = table[table["status"] == status]
         if len(bad):
             lines += [f"## {title}", ""] + [f"- `{r.job}`: {r.error}" for r in bad.itertuples()] + [""]
@@ -196,9 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     except HdmapError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    counts = table["status"].value_counts()
-    print(f"{len(table)} jobs ({counts.get('success', 0)} succeeded, {counts.get('failed', 0)} failed, "
-          f"{counts.get('missing', 0)} missing)")
+    print(f"{len(table)} jobs ({status_counts(table)})")
     print("\n".join(str(sweep_dir / name) for name in SUMMARY_FILES))
     return 0
 

@@ -1,6 +1,5 @@
 """The run: train on the source domain, evaluate the best checkpoint on every domain, write metrics.json."""
 
-import json
 import logging
 import sys
 import time
@@ -26,6 +25,7 @@ from hdmap_train.evaluation import PredictionCollector, evaluate_domains, transf
 from hdmap_train.models import build_model
 from hdmap_train.reporting import log_to_tensorboard, run_hparams, write_plots
 from hdmap_train.results import package_versions, print_results, write_csv_atomic, write_json_atomic
+from hdmap_train.run_dir import check_checkpoint, earlier_attempt
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -42,18 +42,59 @@ class RunEngine(Engine):
         del args, kwargs
 
 
-class LossHistory(Callback):
-    """Epoch means of train_loss and val_loss, for metrics.json (did the loss decrease?)."""
+class TrainingHistory(Callback):
+    """Per-epoch train_loss / val_loss means, training images seen, and fit time, kept across resumes.
+
+    The state travels in every checkpoint (Lightning saves callback state), so a run resumed from
+    last.ckpt reports the whole history and the total fit time of all its attempts.
+    """
 
     def __init__(self) -> None:
         self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+        self.images_per_epoch: list[int] = []
+        self.earlier_fit_seconds = 0.0  # fit time of the attempts before this one (from the checkpoint)
+        self.attempts = 1
+        self._started, self._stopped = time.perf_counter(), None
+        self._images = 0
+
+    @property
+    def fit_seconds(self) -> float:
+        """Fit time of every attempt so far (up to the end of fit, once it ended)."""
+        return self.earlier_fit_seconds + (self._stopped or time.perf_counter()) - self._started
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        del trainer, pl_module
+        self._started, self._stopped = time.perf_counter(), None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        del trainer, pl_module
+        self._stopped = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        del trainer, pl_module
+        self._images = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        del trainer, pl_module, outputs, batch_idx
+        self._images += len(batch.image)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         del pl_module
+        self.images_per_epoch.append(self._images)
         for name, values in self.history.items():
             value = trainer.callback_metrics.get(f"{name}_epoch", trainer.callback_metrics.get(name))
             if value is not None:
                 values.append(float(value))
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "images_per_epoch": self.images_per_epoch, "fit_seconds": self.fit_seconds,
+                "attempts": self.attempts}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = {name: list(values) for name, values in state_dict["history"].items()}
+        self.images_per_epoch = list(state_dict["images_per_epoch"])
+        self.earlier_fit_seconds = float(state_dict["fit_seconds"])
+        self.attempts = int(state_dict["attempts"]) + 1
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -92,17 +133,19 @@ def dataset_root(cfg: DictConfig) -> Path:
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[ModelCheckpoint, list[Callback]]:
     """Best-checkpoint (+ early stopping) on the model's monitor; memory-bank models keep their one epoch."""
     monitor, mode = cfg.model.monitor, cfg.model.monitor_mode
+    # Saved at the end of each training epoch, after TrainingHistory recorded it (ModelCheckpoint runs last),
+    # so a checkpoint's history includes its own epoch.
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=monitor is not None,
-        auto_insert_metric_name=False,
+        auto_insert_metric_name=False, save_on_train_epoch_end=True,
     )
-    callbacks: list[Callback] = [checkpoint, LossHistory()]
+    callbacks: list[Callback] = [checkpoint, TrainingHistory()]
     if monitor is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.model.early_stopping_patience))
     return checkpoint, callbacks
 
 
-def training_info(cfg: DictConfig, engine: Engine, history: LossHistory, fit_seconds: float) -> dict:
+def training_info(cfg: DictConfig, engine: Engine, history: TrainingHistory) -> dict:
     """How training ended, for metrics.json."""
     trainer = engine.trainer
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
@@ -123,7 +166,9 @@ def training_info(cfg: DictConfig, engine: Engine, history: LossHistory, fit_sec
         "completion_type": completion,
         "train_loss_per_epoch": history.history["train_loss"],
         "val_loss_per_epoch": history.history["val_loss"],
-        "fit_seconds": round(fit_seconds, 3),
+        "train_images_per_epoch": history.images_per_epoch,  # images the model saw (every training image)
+        "fit_seconds": round(history.fit_seconds, 3),  # all attempts together (a resumed run adds its parts)
+        "attempts": history.attempts,
         # memory-bank models that time their fit phases (HDMAPPatchcore)
         "fit_phase_seconds": {k: round(v, 3) for k, v in getattr(engine.model, "fit_phase_seconds", {}).items()} or None,
     }
@@ -158,8 +203,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "timestamp": datetime.now().isoformat(timespec="seconds"),
         "versions": package_versions(),
     }
+    engine = None
     try:
         check_config(cfg)
+        if cfg.ckpt_path:
+            last = run_dir / "checkpoints" / "last.ckpt"
+            check_checkpoint(Path(cfg.ckpt_path), "resume" if Path(cfg.ckpt_path) == last else "ckpt_path")
         L.seed_everything(cfg.seed, workers=True)
         datamodule = MultiDomainHDMAPDataModule.from_config(
             cfg.data, root=dataset_root(cfg), source=cfg.domain.source, targets=list(cfg.domain.targets), seed=cfg.seed
@@ -175,9 +224,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             **OmegaConf.to_container(cfg.trainer, resolve=True),
         )
 
-        start = time.perf_counter()
         engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        record["training_info"] = training_info(cfg, engine, callbacks[1], time.perf_counter() - start)
+        record["training_info"] = training_info(cfg, engine, callbacks[1])
         best = checkpoint.best_model_path
         if not best:
             raise RuntimeError("Training saved no checkpoint (no completed epoch?); nothing to evaluate.")
@@ -204,6 +252,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log_to_tensorboard(engine.trainer.logger, record, pictures, run_hparams(cfg), engine.trainer.global_step)
         record["training_info"]["report_seconds"] = round(time.perf_counter() - start, 3)
         record["status"] = "success"
+    except (KeyboardInterrupt, SystemExit) as exc:  # Lightning turns Ctrl-C during fit into SystemExit(1)
+        if isinstance(exc, SystemExit) and not (engine is not None and engine.trainer.interrupted):
+            record["error"] = f"SystemExit: {exc}"
+            raise
+        interrupted = interruption_message(run_dir, engine)
+        record["error"] = interrupted
+        raise HdmapError(interrupted) from None
     except BaseException as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
         raise
@@ -213,8 +268,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return record
 
 
-# Config keys that do not change a run's results ("hydra" is there only in configs composed with it, e.g. in tests).
-RESULT_NEUTRAL_KEYS = ("ckpt_path", "optimized_metric", "gpus_per_job", "hydra")
+def interruption_message(run_dir: Path, engine: Engine | None) -> str:
+    """What an interrupted run says: when it stopped and how to resume it."""
+    if engine is None or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return "Interrupted (Ctrl-C) before a training epoch was saved; run the command again to start over."
+    return (
+        f"Interrupted (Ctrl-C) during training after epoch {engine.trainer.current_epoch}. To resume, run the same "
+        f"command with hydra.run.dir={run_dir} (it continues from checkpoints/last.ckpt)."
+    )
 
 
 def metric_value(record: dict, key: str) -> float | None:
@@ -228,24 +289,6 @@ def metric_value(record: dict, key: str) -> float | None:
             )
         value = value[part]
     return None if value is None else float(value)
-
-
-def earlier_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:
-    """What an earlier invocation left in run_dir: its successful record, or a last checkpoint to resume from.
-
-    A metrics.json written with another config (result-neutral keys aside) is ignored: the run starts over.
-    """
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        record = json.loads(metrics.read_text())
-        config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RESULT_NEUTRAL_KEYS}
-        if config != {k: v for k, v in record["condition"]["config"].items() if k not in RESULT_NEUTRAL_KEYS}:
-            log.warning("%s was written with another config; training from scratch", metrics)
-            return None, None
-        if record["status"] == "success":
-            return record, None
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return None, str(last) if last.is_file() else None
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

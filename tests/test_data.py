@@ -1,7 +1,10 @@
 """Image loading keeps amplitude; the datamodule splits, resizes, caches, validates and groups correctly;
 bad data fails clearly; both real layouts (v1 PNG, float TIFF) train end to end."""
 
+import logging
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import joblib
@@ -13,7 +16,7 @@ from PIL import Image
 
 from conftest import TINY_MODEL, compose_cfg
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
-from hdmap_train.data.images import read_image, resize
+from hdmap_train.data.images import read_image, read_image_with_kind, resize, warn_mixed_kinds
 from hdmap_train.errors import HdmapError
 from hdmap_train.train import dataset_root, run
 
@@ -36,12 +39,140 @@ def datamodule(root: Path, **kwargs) -> MultiDomainHDMAPDataModule:
 
 
 def test_png_and_tiff_scaling(tmp_path: Path) -> None:
-    Image.fromarray(np.array([[0, 51, 255]], np.uint8)).save(tmp_path / "a.png")
-    Image.fromarray(np.array([[0, 1000, 65535]], np.uint16)).save(tmp_path / "b.png")
-    tifffile.imwrite(tmp_path / "c.tiff", np.array([[0.5, 2.94]], np.float32))
-    assert read_image(tmp_path / "a.png") == pytest.approx(np.array([[0, 0.2, 1.0]]))
-    assert read_image(tmp_path / "b.png") == pytest.approx(np.array([[0, 1000 / 65535, 1.0]]))
-    assert read_image(tmp_path / "c.tiff").tolist() == [[0.5, np.float32(2.94)]]  # above 1 is kept, exactly
+    Image.fromarray(np.array([[0, 51, 255], [0, 51, 255]], np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.array([[0, 1000, 65535], [0, 1000, 65535]], np.uint16)).save(tmp_path / "b.png")
+    tifffile.imwrite(tmp_path / "c.tiff", np.array([[0.5, 2.94], [0.5, 2.94]], np.float32))
+    assert read_image(tmp_path / "a.png") == pytest.approx(np.array([[0, 0.2, 1.0]] * 2))
+    assert read_image(tmp_path / "b.png") == pytest.approx(np.array([[0, 1000 / 65535, 1.0]] * 2))
+    assert read_image(tmp_path / "c.tiff").tolist() == [[0.5, np.float32(2.94)]] * 2  # above 1 is kept, exactly
+
+
+GREY = np.random.default_rng(3).random((31, 95))  # an HDMAP-sized image in [0, 1)
+RGB = np.random.default_rng(4).random((31, 95, 3))
+LUMA = RGB @ [0.299, 0.587, 0.114]
+
+
+def _palette_png(path: Path) -> None:
+    """8-bit palette PNG whose index i stands for grey 255 - i (indices are not values)."""
+    image = Image.fromarray((GREY * 255).astype(np.uint8), mode="P")
+    image.putpalette([v for i in range(256) for v in (255 - i,) * 3])
+    image.save(path)
+
+
+# name, writer(path), expected (H, W) image, kind
+SHAPES_AND_TYPES = [
+    ("hw.tiff", lambda p: tifffile.imwrite(p, GREY.astype(np.float32)), GREY.astype(np.float32), "float"),
+    ("hw1.tiff", lambda p: tifffile.imwrite(p, GREY[:, :, None]), GREY.astype(np.float32), "float"),  # Xdata[:, :, :, i]
+    ("1hw.tiff", lambda p: tifffile.imwrite(p, GREY[None].astype(np.float32)), GREY.astype(np.float32), "float"),
+    ("f16.tiff", lambda p: tifffile.imwrite(p, GREY.astype(np.float16)), GREY.astype(np.float16).astype(np.float32), "float"),
+    ("u8.tiff", lambda p: tifffile.imwrite(p, (GREY * 255).astype(np.uint8)), (GREY * 255).astype(np.uint8) / np.float32(255), "8-bit"),
+    ("u16.tiff", lambda p: tifffile.imwrite(p, (GREY * 65535).astype(np.uint16)), (GREY * 65535).astype(np.uint16) / np.float32(65535), "16-bit"),
+    ("bool.tiff", lambda p: tifffile.imwrite(p, GREY > 0.5), (GREY > 0.5).astype(np.float32), "bool"),
+    ("u16.png", lambda p: Image.fromarray((GREY * 65535).astype(np.uint16)).save(p), (GREY * 65535).astype(np.uint16) / np.float32(65535), "16-bit"),
+    ("bool.png", lambda p: Image.fromarray(GREY > 0.5).save(p), (GREY > 0.5).astype(np.float32), "bool"),
+    ("grey_rgb.png", lambda p: Image.fromarray(np.repeat((GREY * 255).astype(np.uint8)[:, :, None], 3, 2)).save(p),
+     (GREY * 255).astype(np.uint8) / np.float32(255), "8-bit"),  # identical channels: grey, exactly
+    ("la.png", lambda p: Image.fromarray(np.stack([(GREY * 255).astype(np.uint8), np.zeros((31, 95), np.uint8)], 2)).save(p),
+     (GREY * 255).astype(np.uint8) / np.float32(255), "8-bit"),  # alpha dropped
+    ("palette.png", _palette_png, (255 - (GREY * 255).astype(np.uint8)) / np.float32(255), "8-bit"),
+    ("rgb.png", lambda p: Image.fromarray((RGB * 255).astype(np.uint8)).save(p),
+     (RGB * 255).astype(np.uint8) / np.float32(255) @ [0.299, 0.587, 0.114], "8-bit colour->grey (luminance)"),
+    ("rgba.png", lambda p: Image.fromarray(np.dstack([(RGB * 255).astype(np.uint8), np.zeros((31, 95), np.uint8)])).save(p),
+     (RGB * 255).astype(np.uint8) / np.float32(255) @ [0.299, 0.587, 0.114], "8-bit colour->grey (luminance)"),
+    ("rgb.tiff", lambda p: tifffile.imwrite(p, RGB.astype(np.float32), photometric="rgb"), LUMA, "float colour->grey (luminance)"),
+    ("planar_rgb.tiff", lambda p: tifffile.imwrite(p, np.moveaxis(RGB, -1, 0).astype(np.float32), photometric="rgb", planarconfig="separate"),
+     LUMA, "float colour->grey (luminance)"),
+]
+
+
+@pytest.mark.parametrize(("name", "write", "expected", "kind"), SHAPES_AND_TYPES, ids=[case[0] for case in SHAPES_AND_TYPES])
+def test_every_image_shape_and_type_loads_as_hw(tmp_path: Path, name: str, write, expected: np.ndarray, kind: str) -> None:
+    write(tmp_path / name)
+    image, found = read_image_with_kind(tmp_path / name)
+    assert image.shape == (31, 95) and image.dtype == np.float32 and found == kind
+    np.testing.assert_allclose(image, expected, rtol=1e-6, atol=1e-7)
+
+
+def _rgb16_png(path: Path) -> None:
+    """A 16-bit RGB PNG (Pillow can read but not write one)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\0" + (RGB[y] * 65535).astype(">u2").tobytes() for y in range(31))
+    header = struct.pack(">IIBBBBB", 95, 31, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+# name, writer(path), what the one-line error must say (after the file name)
+UNLOADABLE = [
+    ("column.tiff", lambda p: tifffile.imwrite(p, np.zeros((95, 1), np.float32)), r"shape \(95, 1\): 95x1 pixels, a 1-pixel strip"),
+    ("row1.tiff", lambda p: tifffile.imwrite(p, np.zeros((1, 95, 1), np.float32)), r"shape \(1, 95, 1\): 1x95 pixels, a 1-pixel strip"),
+    ("row.png", lambda p: Image.fromarray(np.zeros((1, 95), np.uint8)).save(p), r"shape \(1, 95\): 1x95 pixels"),
+    ("stack.tiff", lambda p: tifffile.imwrite(p, np.zeros((5, 31, 95), np.float32)), r"shape \(5, 31, 95\): a stack or volume"),
+    ("pages3.tiff", lambda p: tifffile.imwrite(p, np.zeros((3, 31, 95), np.float32), photometric="minisblack"),
+     r"shape \(3, 31, 95\): a stack or volume"),  # 3 grey pages are not colour
+    ("volume.tiff", lambda p: tifffile.imwrite(p, np.zeros((2, 2, 31, 95), np.float32), photometric="minisblack"),
+     r"shape \(2, 2, 31, 95\): a stack or volume"),
+    ("rgb_stack.tiff", lambda p: tifffile.imwrite(p, np.zeros((2, 31, 95, 3), np.uint8), photometric="rgb"),
+     r"shape \(2, 31, 95, 3\): a stack of colour images"),
+    ("ambiguous.tiff", lambda p: tifffile.imwrite(p, np.zeros((3, 31, 3), np.uint8), photometric="rgb"), r"shape \(3, 31, 3\): ambiguous"),
+    ("two_channel.tiff", lambda p: tifffile.imwrite(p, np.zeros((31, 95, 2), np.float32), photometric="minisblack"),
+     r"shape \(31, 95, 2\): a stack or volume"),
+    ("int16.tiff", lambda p: tifffile.imwrite(p, np.ones((31, 95), np.int16)), "unsupported pixel type int16"),
+    ("u32.tiff", lambda p: tifffile.imwrite(p, np.ones((31, 95), np.uint32)), "unsupported pixel type uint32"),
+    ("inverted.tiff", lambda p: tifffile.imwrite(p, np.ones((31, 95), np.uint8), photometric="miniswhite"), "is a MINISWHITE TIFF"),
+    ("palette.tiff", lambda p: tifffile.imwrite(p, np.ones((31, 95), np.uint8), photometric="palette", colormap=np.zeros((3, 256), np.uint16)),
+     "is a PALETTE TIFF"),
+    ("rgb16.png", _rgb16_png, "is a 16-bit RGB PNG, which Pillow reads as 8-bit"),
+]
+
+
+@pytest.mark.parametrize(("name", "write", "message"), UNLOADABLE, ids=[case[0] for case in UNLOADABLE])
+def test_unloadable_images_stop_naming_file_and_problem(tmp_path: Path, name: str, write, message: str) -> None:
+    write(tmp_path / name)
+    with pytest.raises(HdmapError, match=rf"Image {tmp_path / name} (has |is )?.*{message}") as error:
+        read_image(tmp_path / name)
+    assert "\n" not in str(error.value)
+
+
+def test_warn_mixed_kinds_names_counts_examples_and_rule(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="hdmap_train.data.images"):
+        warn_mixed_kinds({f"/d/{i}.tiff": "float" for i in range(5)}, "domain_A train")  # one kind: silent
+        assert not caplog.records
+        warn_mixed_kinds({**{f"/d/{i}.tiff": "float" for i in range(5)}, "/d/x.png": "8-bit", "/d/y.png": "8-bit"}, "domain_A train")
+    (record,) = caplog.records
+    assert record.getMessage().startswith("domain_A train mixes image kinds")
+    assert "float: 5 (e.g. /d/0.tiff, /d/1.tiff, /d/2.tiff)" in record.getMessage() and "8-bit: 2 (e.g. /d/x.png, /d/y.png)" in record.getMessage()
+    assert "8-bit /255" in record.getMessage() and "float as stored" in record.getMessage()
+
+
+def test_colour_png_among_greys_warns_for_its_split_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_png_v1(tmp_path / "png", n_train=14, n_test=2, domains="AB")
+    colour = root / "domain_B" / "test" / "fault" / "000001.png"
+    rgb = (np.random.default_rng(5).random((224, 224, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(colour)
+    with caplog.at_level(logging.WARNING, logger="hdmap_train.data.images"):
+        dm = datamodule(root, targets=["B"], image_size=(224, 224), channels=1)
+        dm.setup()
+    (record,) = [r for r in caplog.records if r.name == "hdmap_train.data.images"]
+    message = record.getMessage()
+    assert message.startswith("domain_B test mixes image kinds or converts colour")
+    assert f"8-bit colour->grey (luminance): 1 (e.g. {colour})" in message and "8-bit: 3 (" in message
+    assert "0.299 R + 0.587 G + 0.114 B" in message
+    index = dm.test_data["domain_B"].samples.image_path.tolist().index(str(colour))
+    expected = torch.from_numpy((rgb / np.float32(255)) @ np.array([0.299, 0.587, 0.114], np.float32))
+    torch.testing.assert_close(dm.test_data["domain_B"][index].image[0], expected)  # luminance, not channel 0
+
+
+def test_8bit_png_among_float_tiffs_warns_for_the_training_split(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_dataset(tmp_path / "d", n_train=15, domains="AB")
+    png = root / "domain_A" / "train" / "good" / "000100.png"
+    Image.fromarray((GREY * 255).astype(np.uint8)).save(png)
+    with caplog.at_level(logging.WARNING, logger="hdmap_train.data.images"):
+        datamodule(root, targets=["B"]).setup()
+    (record,) = [r for r in caplog.records if r.name == "hdmap_train.data.images"]  # train + val together; test splits are clean
+    message = record.getMessage()
+    assert message.startswith("domain_A train mixes image kinds") and "float: 15 (" in message
+    assert f"8-bit: 1 (e.g. {png})" in message
 
 
 def test_nan_and_corrupt_images_name_the_file(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """Raw KRISS .mat files -> prepare -> TIFF dataset -> tensors, bit-exact; manifest; refusals; training records it."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +93,7 @@ def test_round_trip_is_bit_exact_in_float32(fmt: str, tmp_path: Path) -> None:
             assert np.array_equal(read_image(path), arrays[condition, sensor, "train"][:, :, 0, chosen[k]].astype(np.float32))
         for kind, label in (("good", "good"), ("fault", "fault")):
             files = sorted((out / f"domain_{domain}" / "test" / label).iterdir())
-            assert len(files) == N_TEST_FILE  # n_test 2000 is capped by the file
+            assert len(files) == N_TEST_FILE  # n_test null (the default): every sample of the file
             assert np.array_equal(read_image(files[5]), arrays[condition, sensor, kind][:, :, 0, 5].astype(np.float32))
     # ... and through the datamodule at native size, single channel, no normalisation: the same bits.
     dm = MultiDomainHDMAPDataModule(out, "C", ["A"], (31, 95), channels=1, val_fraction=0.25, subgroups=[])
@@ -147,6 +149,49 @@ def test_existing_dataset_is_kept_unless_overwrite(prepared: tuple[Path, dict], 
     assert prepare(cfg.prepare) == out
     assert json.loads((out / "manifest.json").read_text())["counts"] == json.loads(before)["counts"]
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name], "no temporary or old folder left"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o755), (0o027, 0o750)])
+def test_dataset_folder_has_a_normal_folders_mode(umask: int, mode: int, tmp_path: Path) -> None:
+    make_raw(tmp_path / "raw")
+    old = os.umask(umask)
+    try:
+        out = prepare(prepare_cfg(tmp_path / "raw", tmp_path / "HDMAP", "prepare.domains=[A]").prepare)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == mode  # as mkdir makes it, not mkdtemp's 0700
+    assert stat.S_IMODE((out / "domain_A" / "train" / "good").stat().st_mode) == mode
+
+
+@pytest.mark.parametrize(("key", "split", "available"), [("n_train", "train/good", N_TRAIN_FILE), ("n_test", "test/good", N_TEST_FILE)])
+def test_fewer_samples_than_asked_stop_with_the_counts(key: str, split: str, available: int, tmp_path: Path) -> None:
+    make_raw(tmp_path / "raw")
+    cfg = prepare_cfg(tmp_path / "raw", tmp_path / "HDMAP", "prepare.domains=[A]").prepare
+    cfg[key] = available + 10
+    message = (
+        rf"^Domain A {split}: \S+_TSA_DIF_\w+\.mat holds {available} samples, fewer than prepare\.{key}={available + 10}\. "
+        rf"Ask for at most {available}, or pass prepare\.allow_fewer=true to write the {available} there are\.$"
+    )
+    with pytest.raises(HdmapError, match=message):
+        prepare(cfg)
+    assert not (tmp_path / "HDMAP").exists(), "nothing written"
+
+
+def test_allow_fewer_writes_what_there_is_and_names_it_so(tmp_path: Path) -> None:
+    make_raw(tmp_path / "raw")
+    overrides = ("prepare.domains=[A,B]", "prepare.allow_fewer=true", f"prepare.n_test={N_TEST_FILE + 5}")
+    cfg = prepare_cfg(tmp_path / "raw", tmp_path / "HDMAP", *overrides).prepare
+    cfg.n_train = N_TRAIN_FILE + 10
+    out = prepare(cfg)
+    assert out == tmp_path / "HDMAP" / f"{N_TRAIN_FILE}_tiff_original"  # the number written, not the 40 asked
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["B"] == {"train/good": N_TRAIN_FILE, "test/good": N_TEST_FILE, "test/fault": N_TEST_FILE}
+    assert len(list((out / "domain_B" / "train" / "good").iterdir())) == N_TRAIN_FILE
+    assert manifest["selection"] | {"train": None, "test": None} == {
+        "train": None, "test": None, "n_train": N_TRAIN_FILE + 10, "n_test": N_TEST_FILE + 5, "allow_fewer": True,
+    }
+    cfg.name = "mine"
+    assert prepare(cfg) == tmp_path / "HDMAP" / "mine"  # a name of one's own is kept
 
 
 @pytest.mark.parametrize("fmt", ["v5", "v73"])

@@ -1,4 +1,5 @@
-"""Sweep summary files from job folders (success, failed, missing), the report CLI and the Hydra callback."""
+"""Sweep summary files from job folders (success, failed, missing, unreadable), override columns, the report CLI
+and the Hydra callback."""
 
 import json
 from pathlib import Path
@@ -19,11 +20,15 @@ def result(domain: str, auroc: float) -> dict:
     return {"domain": f"domain_{domain}", "image_AUROC": auroc, "image_F1Score": auroc - 0.1}
 
 
-def write_job(sweep: Path, model: str, source: str, aurocs: dict[str, float] | None, error: str = "") -> Path:
-    """A job folder as a sweep leaves it: .hydra/config.yaml, and metrics.json unless aurocs is None and no error."""
+def write_job(sweep: Path, model: str, source: str, aurocs: dict[str, float] | None, error: str = "",
+              overrides: list[str] | None = None) -> Path:
+    """A job folder as a sweep leaves it: .hydra/config.yaml (and overrides.yaml if given), and metrics.json
+    unless aurocs is None and no error."""
     job = sweep / f"domain={source},model={model}"
     (job / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create({"model": {"name": model}, "domain": {"source": source}}), job / ".hydra" / "config.yaml")
+    if overrides is not None:
+        OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
     record = {"condition": {"name": f"{model}_{source}", "model": model}, "source_domain": f"domain_{source}"}
     if aurocs is not None:
         targets = {f"domain_{d}": result(d, a) for d, a in aurocs.items() if d != source}
@@ -86,7 +91,7 @@ def test_summary_png_has_one_panel_per_source_domain(sweep: Path) -> None:
 
 def test_report_cli_rebuilds_a_partial_sweep(sweep: Path, capsys: pytest.CaptureFixture) -> None:
     assert report_main([str(sweep)]) == 0
-    assert "4 jobs (2 succeeded, 1 failed, 1 missing)" in capsys.readouterr().out
+    assert "4 jobs (2 succeeded, 1 failed, 1 missing, 0 unreadable)" in capsys.readouterr().out
     assert all((sweep / name).is_file() for name in ("summary.csv", "summary.md", "summary.png"))
 
 
@@ -110,3 +115,64 @@ def test_callback_returns_when_every_job_succeeded(tmp_path: Path) -> None:
     write_job(tmp_path, "draem", "A", {"A": 1.0, "B": 0.8, "C": 0.7, "D": 0.6})
     SweepSummary().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert len(pd.read_csv(tmp_path / "summary.csv")) == 1
+
+
+def test_unreadable_metrics_json_is_listed_not_fatal(sweep: Path, capsys: pytest.CaptureFixture) -> None:
+    truncated = sweep / "domain=B,model=draem" / "metrics.json"
+    truncated.write_text(truncated.read_text()[:40])  # a job killed while writing, or a disk that filled up
+    not_a_record = write_job(sweep / "more", "draem", "C", {"A": 0.9, "B": 0.9, "C": 0.9, "D": 0.9}) / "metrics.json"
+    not_a_record.write_text("{}")
+    # Records kept aside under another name are not jobs, and not read as a job's record.
+    (sweep / "aside").mkdir()
+    (sweep / "aside" / "metrics.corrupt-20261201-101010.json").write_text("{")
+    (sweep / "domain=B,model=patchcore" / "metrics.corrupt-20261201-101010.json").write_text("{")
+
+    assert report_main([str(sweep)]) == 0
+    assert "5 jobs (1 succeeded, 1 failed, 1 missing, 2 unreadable)" in capsys.readouterr().out
+    table = pd.read_csv(sweep / "summary.csv").set_index("job")
+    assert list(table.index) == ["domain=A,model=draem", "domain=A,model=patchcore", "domain=B,model=draem",
+                                 "domain=B,model=patchcore", "more/domain=C,model=draem"]
+    assert list(table["status"]) == ["success", "failed", "unreadable", "missing", "unreadable"]
+    bad = table.loc["domain=B,model=draem"]
+    assert bad["model"] == "draem" and bad["source"] == "B"  # from .hydra/config.yaml
+    assert bad["error"].startswith(f"{truncated} is unreadable (JSONDecodeError: ") and "re-run the sweep" in bad["error"]
+    assert table.loc["more/domain=C,model=draem", "error"].startswith(f"{not_a_record} is unreadable (KeyError: ")
+    text = (sweep / "summary.md").read_text()
+    assert "5 jobs: 1 succeeded, 1 failed, 1 missing (no metrics.json), 2 unreadable (corrupt metrics.json)." in text
+    assert "## Unreadable results (corrupt or truncated metrics.json)" in text
+    assert f"- `domain=B,model=draem`: {truncated} is unreadable (JSONDecodeError: " in text
+    assert "| draem | 0.700 (1.000) | unreadable | unreadable |" in text
+
+    with pytest.raises(SystemExit) as exited:  # the end-of-sweep callback writes the summary, then exits 1
+        SweepSummary().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert exited.value.code == 1
+
+
+def test_summary_has_one_column_per_override(tmp_path: Path) -> None:
+    common = ["experiment=quickstart", "model.max_epochs=1", "evaluation.plots=False", "data.root=/data/hdmap",
+              "trainer.enable_progress_bar=false"]
+    write_job(tmp_path, "draem", "A", {"A": 1.0, "B": 0.8, "C": 0.7, "D": 0.6}, overrides=["domain=A", "model=draem", *common])
+    write_job(tmp_path, "draem", "B", {"A": 0.9, "B": 0.95, "C": 0.85, "D": 0.8},
+              overrides=["domain=B", "model=draem", *common, "model.module.reconstructive_width=8"])
+    write_job(tmp_path, "patchcore", "A", None)  # no .hydra/overrides.yaml (e.g. still starting)
+    table = write_summary(tmp_path)
+    override_columns = ["override.data.root", "override.domain", "override.experiment", "override.model",
+                        "override.model.max_epochs", "override.model.module.reconstructive_width"]
+    assert list(table.columns[:8]) == ["job", *override_columns, "condition"]  # result-neutral keys left out
+    csv = pd.read_csv(tmp_path / "summary.csv", dtype=str).set_index("job")
+    assert csv["override.domain"].tolist()[::2] == ["A", "B"] and csv.loc["domain=A,model=patchcore"].filter(like="override.").isna().all()
+    assert csv.loc["domain=B,model=draem", "override.model.module.reconstructive_width"] == "8"
+    assert pd.isna(csv.loc["domain=A,model=draem", "override.model.module.reconstructive_width"])
+    assert csv.loc["domain=A,model=draem", "override.data.root"] == "/data/hdmap"
+    text = (tmp_path / "summary.md").read_text()
+    # The jobs table shows the overrides that differ between jobs; those all jobs share are listed once.
+    assert "| job | data.root | domain | experiment | model | model.max_epochs | model.module.reconstructive_width | status |" in text
+    assert "| `domain=B,model=draem` | /data/hdmap | B | quickstart | draem | 1 | 8 | success |" in text
+
+    other = tmp_path / "other"
+    for domain in "AB":
+        write_job(other, "draem", domain, {"A": 1.0, "B": 0.8, "C": 0.7, "D": 0.6}, overrides=[f"domain={domain}", *common])
+    write_summary(other)
+    text = (other / "summary.md").read_text()
+    assert "Overrides of every job: `data.root=/data/hdmap`, `experiment=quickstart`, `model.max_epochs=1`" in text
+    assert "| job | domain | status |" in text

@@ -12,6 +12,8 @@ from omegaconf import OmegaConf, read_write
 
 from conftest import TINY_MODEL, compose_cfg, run_cli
 from hdmap_train import train
+from hdmap_train.errors import HdmapError
+from hdmap_train.run_dir import earlier_attempt
 from hdmap_train.weights import write_random_weights
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
@@ -122,7 +124,8 @@ def test_killed_job_resumes_from_last_checkpoint_then_is_skipped(tmp_path: Path,
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "success" and record["condition"]["config"]["ckpt_path"] == str(tmp_path / "checkpoints" / "last.ckpt")
     assert record["training_info"]["last_trained_epoch"] == 2
-    assert len(record["training_info"]["train_loss_per_epoch"]) == 1  # only the second epoch was trained now
+    assert len(record["training_info"]["train_loss_per_epoch"]) == 2  # the first attempt's epoch is kept
+    assert record["training_info"]["attempts"] == 2
     assert value == pytest.approx(record["avg_target_auroc"])
 
     def no_training(*args, **kwargs):
@@ -140,11 +143,13 @@ def test_changed_config_is_not_skipped(tmp_path: Path, tiny_dataset: Path, monke
     (tmp_path / "metrics.json").write_text(json.dumps(record))
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_text("")
-    assert train.earlier_attempt(compose_cfg([*base, "ckpt_path=/x.ckpt", "gpus_per_job=2"], tmp_path), tmp_path) == (record, None)
-    assert train.earlier_attempt(compose_cfg([*base, "seed=7"], tmp_path), tmp_path) == (None, None)
+    assert earlier_attempt(compose_cfg([*base, "ckpt_path=/x.ckpt", "gpus_per_job=2"], tmp_path), tmp_path) == (record, None)
+    with pytest.raises(HdmapError, match="holds a finished run of another config .*differs in seed.*not overwritten"):
+        earlier_attempt(compose_cfg([*base, "seed=7"], tmp_path), tmp_path)
     record["status"] = "failed"
     (tmp_path / "metrics.json").write_text(json.dumps(record))
-    assert train.earlier_attempt(compose_cfg(base, tmp_path), tmp_path) == (None, str(tmp_path / "checkpoints" / "last.ckpt"))
+    assert earlier_attempt(compose_cfg([*base, "seed=7"], tmp_path), tmp_path) == (None, None)
+    assert earlier_attempt(compose_cfg(base, tmp_path), tmp_path) == (None, str(tmp_path / "checkpoints" / "last.ckpt"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -172,5 +177,7 @@ def test_slurm_preset_asks_one_gpu_per_job(tmp_path: Path) -> None:
 
 
 def test_job_folder_names_leave_out_paths(tmp_path: Path) -> None:
-    excluded = compose_cfg([], tmp_path).hydra.job.config.override_dirname.exclude_keys
-    assert {"data.root", "paths.cache_dir", "ckpt_path", "gpus_per_job"} <= set(excluded)
+    # More on job folder names (long overrides, unsafe values, a real sweep) in tests/test_job_names.py.
+    overrides = ["model=draem", "domain=A", "data.root=/data/x/y", "paths.cache_dir=/c", "ckpt_path=/k.ckpt",
+                 "gpus_per_job=2", "evaluation.plots=false", "trainer.enable_progress_bar=false", "data.num_workers=4"]
+    assert compose_cfg(overrides, tmp_path).hydra.sweep.subdir == "domain=A,model=draem"

@@ -81,6 +81,7 @@ def test_pretrained_models_end_to_end_offline(model: str, tiny_dataset: Path, tm
         assert info["last_trained_epoch"] == 1 and info["monitor"] is None
         assert set(info["fit_phase_seconds"]) == {"feature_extraction", "coreset_selection", "memory_bank"}
         assert info["fit_phase_seconds"]["feature_extraction"] > 0
+        assert info["train_images_per_epoch"] == [36] == [record["data"]["train_images_per_epoch"]]  # every image in the bank
     else:
         assert len(record["training_info"]["val_loss_per_epoch"]) == 1
 

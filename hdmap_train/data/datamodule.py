@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from torchvision.tv_tensors import Image
 
 from hdmap_train.data.faults import FaultInjector
-from hdmap_train.data.images import IMAGE_EXTENSIONS, RESIZE_METHODS, read_image, resize
+from hdmap_train.data.images import IMAGE_EXTENSIONS, RESIZE_METHODS, read_image, read_images, resize
 from hdmap_train.data.normalization import Normalizer, PixelStats, check_normalization, make_normalizer
 from hdmap_train.errors import HdmapError
 
@@ -131,6 +131,24 @@ def scan_domain(root: Path, domain: str, split: str, subgroups: list[dict] | Non
     return samples
 
 
+def subgroup_coverage(samples: pd.DataFrame, rules: list[dict]) -> list[str]:
+    """Warnings for subgroups that come out empty or cover a whole test class of one domain (e.g. a test set
+    under 500 images per class leaves the default `warm` subgroup empty)."""
+    if not rules or "subgroup" not in samples:
+        return []
+    warnings = []
+    for label, label_name in ((0, "good"), (1, "fault")):
+        names = samples.loc[samples.label_index == label, "subgroup"]
+        where = f"{samples.domain.iloc[0]} test/{label_name} ({len(names)} images)"
+        for rule in rules:
+            count = int((names == rule["name"]).sum())
+            if count == 0:
+                warnings.append(f"Subgroup '{rule['name']}' is empty in {where}; check data.subgroups.")
+            elif count == len(names):
+                warnings.append(f"Subgroup '{rule['name']}' covers the whole of {where}; check data.subgroups.")
+    return warnings
+
+
 def manifest_reference(root: Path) -> dict | None:
     """Path, sha256 and the identifying fields (mapping, seed, counts, ...) of <root>/manifest.json."""
     path = root / "manifest.json"
@@ -229,7 +247,10 @@ class HDMAPDataset(AnomalibDataset):
         self._labels = torch.tensor(self.samples.label_index.to_numpy(dtype=np.int64))
         self._faulty = self.samples.get("injected_fault", pd.Series(False, index=self.samples.index)).to_numpy(bool)
         natives = natives or {}
-        images = [self._native(i, natives.get(path)) for i, path in enumerate(self._paths)]
+        missing = [path for path in self._paths if path not in natives]
+        if missing:  # test splits (train/val come decoded); one warning per split if image kinds are mixed
+            natives = {**natives, **read_images(missing, f"{samples.domain.iloc[0]} {samples.split.iloc[0]}")}
+        images = [self._native(i, natives[path]) for i, path in enumerate(self._paths)]
         self.native_shapes = sorted({tuple(image.shape) for image in images})
         self.cache_mode, self._images = self._keep(images, budget or CacheBudget(float("inf")))
 
@@ -300,6 +321,8 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         validation_faults: dict | None = None,
         subgroups: list[dict] | None = None,
         multiprocessing_context: str | None = "fork",
+        min_train_images: int = 5,
+        drop_single_leftover: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
@@ -335,6 +358,9 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         self.validation = validation
         self.validation_faults = {"fraction": 0.5, "strength": [0.5, 1.5], "rows": [1, 2], **(validation_faults or {})}
         self.subgroups = check_subgroups(subgroups)
+        self.min_train_images = int(min_train_images)
+        self.drop_single_leftover = drop_single_leftover
+        self.subgroup_warnings: list[str] = []
         self.statistics: dict[str, PixelStats] = {}
         self.normalizers: dict[str, Normalizer] = {}
         self.train_data: HDMAPDataset
@@ -373,7 +399,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             msg = f"Dataset root {self.root} does not exist. Set data.root=<dir> (or HDMAP_ROOT), or use data=synthetic."
             raise HdmapError(msg)
         train, val = self._split(scan_domain(self.root, self.source, "train"))
-        natives = {path: read_image(Path(path)) for path in pd.concat([train, val]).image_path}
+        natives = read_images(list(pd.concat([train, val]).image_path), f"{self.source} train")
         self.statistics = {self.source: PixelStats.of(natives[path] for path in train.image_path)}
         self.normalizers = {domain: self._normalizer(domain) for domain in self.domains}
         budget = CacheBudget(self.cache_limit_mb)
@@ -400,13 +426,26 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             self.root, len(self.train_data), len(self.val_data),
             {d: len(ds) for d, ds in self.test_data.items()}, self._cache_modes(),
         )
+        if not (self.root / "manifest.json").is_file():
+            log.warning(
+                "%s has no manifest.json: the domain mapping (which raw condition and sensor each domain_X holds) is "
+                "unverified (data.mapping_verified=false in metrics.json). Prepare datasets with "
+                "`python -m hdmap_train.prepare`, which records it.", self.root,
+            )
+        self.subgroup_warnings = [w for ds in self.test_data.values() for w in subgroup_coverage(ds.samples, self.subgroups)]
+        for warning in self.subgroup_warnings:
+            log.warning("%s", warning)
 
     def _split(self, train_all: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Seeded train/validation split of the source train/good images."""
         order = np.random.default_rng(self.seed).permutation(len(train_all))
         n_val = max(1, round(len(train_all) * self.val_fraction))
-        if n_val >= len(train_all):
-            msg = f"{len(train_all)} training images in {self.source} are too few to hold out {n_val} for validation."
+        if len(train_all) - n_val < self.min_train_images:
+            msg = (
+                f"{self.source} train/good has {len(train_all)} images; holding out {n_val} for validation "
+                f"(data.val_fraction={self.val_fraction}) leaves {len(train_all) - n_val} for training, fewer than "
+                f"data.min_train_images={self.min_train_images}. Lower data.val_fraction or add training images."
+            )
             raise HdmapError(msg)
         val = train_all.iloc[np.sort(order[:n_val])].reset_index(drop=True).assign(split="val")
         train = train_all.iloc[np.sort(order[n_val:])].reset_index(drop=True)
@@ -421,7 +460,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
                 return make_normalizer(mode, domain, self.statistics[self.source])
             if domain not in self.statistics:  # a target: its own normal training images (never test images)
                 files = list_images(self.root / domain / "train" / "good")
-                self.statistics[domain] = PixelStats.of(read_image(path) for path in files)
+                self.statistics[domain] = PixelStats.of(read_images(files, f"{domain} train").values())
             return make_normalizer(mode, domain, self.statistics[domain])
         return make_normalizer(mode, domain, bounds=self.normalization["bounds"])
 
@@ -432,6 +471,16 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         pipeline = ImagePipeline(self.image_size, self.resize, self.normalizers[domain])
         return HDMAPDataset(samples, pipeline, self.channels, budget, natives, faults)
 
+    def drops_last_image(self) -> bool:
+        """Whether training drops one image per epoch: only a last batch of exactly one, when drop_single_leftover.
+
+        Every other training image is used (memory-bank models see all of them); a model that trains
+        BatchNorm cannot take a batch of one image, so that single leftover is dropped (a different one
+        each epoch, since batches are shuffled).
+        """
+        n = len(self.train_data)
+        return self.drop_single_leftover and n > self.train_batch_size and n % self.train_batch_size == 1
+
     def _loader(self, dataset: HDMAPDataset, *, train: bool) -> DataLoader:
         batch_size = self.train_batch_size if train else self.eval_batch_size
         workers = self.num_workers
@@ -439,7 +488,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             dataset,
             batch_size=batch_size,
             shuffle=train,
-            drop_last=train and len(dataset) > batch_size,
+            drop_last=train and self.drops_last_image(),
             num_workers=workers,
             persistent_workers=workers > 0,
             multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
@@ -470,10 +519,14 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             }
             for domain, ds in self.test_data.items() if "subgroup" in ds.samples
         }
+        manifest = manifest_reference(self.root)
         return {
             "root": str(self.root),
-            "manifest": manifest_reference(self.root),
+            "manifest": manifest,
+            # without manifest.json nothing records which raw condition/sensor each domain_X holds
+            "mapping_verified": manifest is not None,
             "train_samples": len(self.train_data),
+            "train_images_per_epoch": len(self.train_data) - int(self.drops_last_image()),
             "val_samples": len(self.val_data),
             "test_samples": {d: len(ds) for d, ds in self.test_data.items()},
             "native_sizes": [list(shape) for shape in sorted({s for ds in datasets for s in ds.native_shapes})],
@@ -493,6 +546,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
                 **({"faults": self.validation_faults} if self.validation == "synthetic_faults" else {}),
             },
             "subgroups": subgroups,
+            "subgroup_warnings": self.subgroup_warnings,
             "cache": {"limit_mb": self.cache_limit_mb, **self._cache_modes()},
             "num_workers": self.num_workers,
         }

@@ -1,9 +1,14 @@
 """Reading HDMAP images without losing amplitude, and resizing them as tensors.
 
-8-bit PNG is divided by 255, 16-bit PNG by 65535, float TIFF is kept as stored (values above 1
-stay). NaN/inf and unreadable files raise HdmapError naming the file.
+Values: 8-bit integers (PNG or TIFF) are divided by 255, 16-bit by 65535, bool is 0/1, float is kept
+as stored (values above 1 stay). Shapes: H x W; H x W x 1 and 1 x H x W are squeezed; colour (RGB or
+RGBA PNG, RGB TIFF with channels first or last) loses its alpha and becomes grey, exactly when the
+channels are identical, else by ITU-R 601 luma. Stacks, volumes, 1-pixel strips, other pixel types,
+NaN/inf and unreadable files raise HdmapError naming the file. `read_images` warns when one split
+mixes kinds (value ranges) or converts colour.
 """
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,43 +21,135 @@ from hdmap_train.errors import HdmapError
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 RESIZE_METHODS = ("nearest", "bilinear", "aspect_pad", "pad")
+log = logging.getLogger(__name__)
+CHANNELS = (3, 4)  # RGB, RGBA
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601
+COLOUR = " colour->grey (luminance)"
+RULES = "8-bit /255, 16-bit /65535, bool 0/1, float as stored; colour: alpha dropped, grey = 0.299 R + 0.587 G + 0.114 B (ITU-R 601)"
+TIFF_PHOTOMETRIC = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE, tifffile.PHOTOMETRIC.RGB)  # MINISWHITE: bool only
 
 
 def read_image(path: Path) -> np.ndarray:
     """Return the image at `path` as a float32 (H, W) array, amplitude preserved."""
+    return read_image_with_kind(path)[0]
+
+
+def read_image_with_kind(path: Path) -> tuple[np.ndarray, str]:
+    """(float32 (H, W) image, its kind: "8-bit", "16-bit", "bool" or "float", + COLOUR if converted)."""
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            array = tifffile.imread(path).astype(np.float32)
-        else:
-            with Image.open(path) as image:
-                image.load()
-                array = np.asarray(image)
-            array = _scale_integer_image(array, path)
+        array, colour = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_pil(path)
     except HdmapError:
         raise
     except Exception as exc:  # PIL/tifffile raise many types for truncated or corrupt files
         msg = f"Cannot read image {path}: {exc}. Replace or delete the file (or re-run dataset preparation)."
         raise HdmapError(msg) from exc
-    if array.ndim == 3:  # (H, W, C) colour or (1, H, W) stacks: HDMAP is single channel
-        array = array[..., 0] if array.shape[-1] in (3, 4) else array[0]
-    if array.ndim != 2:
-        msg = f"Image {path} has shape {array.shape}; expected a single-channel 2-D image."
-        raise HdmapError(msg)
+    array, kind = _to_float(_plane(array, colour, path), path)
+    if colour:
+        array, kind = _to_grey(array, kind)
     if not np.isfinite(array).all():
         msg = f"Image {path} contains NaN or infinite values. Fix or remove the file."
         raise HdmapError(msg)
+    return array, kind
+
+
+def read_images(paths: list, what: str) -> dict:
+    """{path: read_image(path)} for every path (str or Path), with one warn_mixed_kinds for the split `what`."""
+    images, kinds = {}, {}
+    for path in paths:
+        images[path], kinds[str(path)] = read_image_with_kind(Path(path))
+    warn_mixed_kinds(kinds, what)
+    return images
+
+
+def warn_mixed_kinds(kinds: dict[str, str], what: str) -> None:
+    """Log one warning if the images of split `what` ({path: kind}) are of several kinds or colour was converted."""
+    by_kind: dict[str, list[str]] = {}
+    for path, kind in kinds.items():
+        by_kind.setdefault(kind, []).append(path)
+    if len(by_kind) < 2 and not any(kind.endswith(COLOUR) for kind in by_kind):
+        return
+    found = "; ".join(f"{kind}: {len(paths)} (e.g. {', '.join(paths[:3])})" for kind, paths in by_kind.items())
+    log.warning(
+        "%s mixes image kinds or converts colour: %s. Applied: %s. If the values should share one range, "
+        "re-export the split as one single-channel format (e.g. float TIFF from python -m hdmap_train.prepare).",
+        what, found, RULES,
+    )
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
+    """TIFF pixels (RGB samples moved last) and whether they are RGB."""
+    with tifffile.TiffFile(path) as tif:
+        if len(tif.series) != 1:
+            raise HdmapError(f"Image {path} holds {len(tif.series)} images (TIFF series); save one image per file.")
+        series, photometric = tif.series[0], tif.pages[0].photometric
+        if photometric not in TIFF_PHOTOMETRIC or (photometric == tifffile.PHOTOMETRIC.MINISWHITE and series.dtype != bool):
+            raise HdmapError(f"Image {path} is a {photometric.name} TIFF; save it as greyscale (minisblack) or RGB.")
+        array = series.asarray()
+    if photometric != tifffile.PHOTOMETRIC.RGB:
+        return array, False
+    if array.ndim != 3:
+        raise _shape_error(path, array.shape, "a stack of colour images, not one")
+    if array.shape[0] in CHANNELS and array.shape[-1] in CHANNELS:
+        raise _shape_error(path, array.shape, "ambiguous, its first and its last axis could both hold the colour channels")
+    return np.moveaxis(array, series.axes.find("S"), -1), True  # find: -1 (already last) without an S axis
+
+
+def _read_pil(path: Path) -> tuple[np.ndarray, bool]:
+    """PNG (or other Pillow format) pixels, grey (H, W) or RGB(A) (H, W, 3|4), and whether they are colour."""
+    with Image.open(path) as image:
+        if not image.mode.startswith("I;16") and any(";16" in str(tile.args) for tile in image.tile):
+            msg = f"Image {path} is a 16-bit {image.mode} PNG, which Pillow reads as 8-bit; save it as 16-bit greyscale PNG or float TIFF."
+            raise HdmapError(msg)
+        image.load()
+        if image.mode == "LA":
+            image = image.convert("L")  # alpha dropped
+        elif image.mode == "P" or (len(image.getbands()) > 1 and image.mode not in ("RGB", "RGBA")):
+            image = image.convert("RGB")  # palette, CMYK, YCbCr, ...: the colours they stand for
+        array = np.asarray(image)
+    return array, array.ndim == 3
+
+
+def _plane(array: np.ndarray, colour: bool, path: Path) -> np.ndarray:
+    """(H, W) grey or (H, W, 3|4) colour from the shapes an HDMAP file may have; anything else raises."""
+    shape = array.shape
+    if colour and not (array.ndim == 3 and shape[-1] in CHANNELS):
+        raise _shape_error(path, shape, "not one RGB(A) image with 3 or 4 channels")
+    if not colour and array.ndim == 3 and 1 in (shape[0], shape[-1]):
+        array = array[..., 0] if shape[-1] == 1 else array[0]
+    elif not colour and array.ndim != 2:
+        raise _shape_error(path, shape, "a stack or volume of images, not one single-channel image")
+    if min(array.shape[:2]) < 2:
+        raise _shape_error(path, shape, f"{array.shape[0]}x{array.shape[1]} pixels, a 1-pixel strip that cannot be an HDMAP")
     return array
 
 
-def _scale_integer_image(array: np.ndarray, path: Path) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype in (np.uint16, np.int32) and array.max(initial=0) <= 65535:
-        return array.astype(np.float32) / 65535.0
+def _shape_error(path: Path, shape: tuple, problem: str) -> HdmapError:
+    msg = (
+        f"Image {path} has shape {shape}: {problem}. Save one 2-D H x W image per file "
+        "(H x W x 1, 1 x H x W and RGB(A) also load), e.g. tifffile.imwrite(f, Xdata[:, :, 0, i])."
+    )
+    return HdmapError(msg)
+
+
+def _to_float(array: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
+    """Pixels as float32 on the stated scale, and their kind."""
     if array.dtype == bool:
-        return array.astype(np.float32)
-    msg = f"Image {path} has unsupported pixel type {array.dtype}; use 8/16-bit PNG or float32 TIFF."
+        return array.astype(np.float32), "bool"
+    if array.dtype.kind == "u" and array.dtype.itemsize in (1, 2):
+        bits = 8 * array.dtype.itemsize
+        return array.astype(np.float32) / (2**bits - 1), f"{bits}-bit"
+    if array.dtype.kind == "f":
+        return array.astype(np.float32), "float"
+    msg = f"Image {path} has unsupported pixel type {array.dtype}; use 8/16-bit unsigned integers or float (PNG or TIFF)."
     raise HdmapError(msg)
+
+
+def _to_grey(array: np.ndarray, kind: str) -> tuple[np.ndarray, str]:
+    """(H, W, 3|4) colour -> (H, W): alpha dropped; identical channels exactly, else ITU-R 601 luma."""
+    rgb = array[..., :3]
+    if (rgb == rgb[..., :1]).all():
+        return np.ascontiguousarray(rgb[..., 0]), kind
+    return rgb @ LUMA, kind + COLOUR
 
 
 def resize(images: torch.Tensor, size: tuple[int, int], method: str = "bilinear") -> torch.Tensor:
