@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test test-all bench clean
+.PHONY: install train lint test bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,16 +19,22 @@ install: $(STAMP)
 train: install
 	$(PY) -m hdmap_train experiment=quickstart
 
-## The test suite (CPU only, a few minutes).
-test: install
+## Lint (ruff: pycodestyle, pyflakes, import order, Google-style docstrings; config in pyproject.toml).
+lint: install
+	$(PY) -m ruff check hdmap_train tests bench
+
+## The linter, then the test suite (CPU only, about 15 minutes on 2 cores).
+test: lint
 	$(PY) -m pytest
 
-## Every benchmark (each prints its ratio last; figures in BENCHMARKS.md). About 15 minutes on 2 cores.
+## Every benchmark (each prints its ratio last; figures in BENCHMARKS.md). About 35 minutes on 2 cores.
 bench: install
+	$(PY) bench/startup.py
 	$(PY) bench/overhead.py
 	$(PY) bench/data_throughput.py
 	$(PY) bench/patchcore_fit.py
 	$(PY) bench/sweep.py
+	$(PY) bench/resize.py
 
 clean:
 	rm -rf $(VENV) outputs multirun/*/

@@ -14,5 +14,7 @@ for _module in ("timm", "anomalib"):
     warnings.filterwarnings("ignore", category=FutureWarning, module=_module)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=_module)
 
+from hdmap_train import catalog as _catalog  # noqa: E402,F401
+
 # The ${hdmap_job_dir:} resolver of conf/hydra/default.yaml, for every process that composes the configs.
 from hdmap_train import job_names as _job_names  # noqa: E402,F401

@@ -10,13 +10,13 @@ that slot again.
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import takewhile
 from pathlib import Path
 
-import torch
 from filelock import FileLock, Timeout
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -42,6 +42,8 @@ def visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:  # as CUDA reads it: the entries before the first empty or negative one
         return list(takewhile(lambda gpu: gpu and not gpu.startswith("-"), (gpu.strip() for gpu in listed.split(","))))
+    import torch  # only here and once a job runs: the launcher and --help stay light
+
     return [str(index) for index in range(torch.cuda.device_count())]
 
 
@@ -99,7 +101,7 @@ def gpu_lease(lock_dir: Path, gpus_per_job: int) -> Iterator[list[str]]:
     if not gpus:
         yield []
         return
-    cuda_started = torch.cuda.is_initialized()
+    cuda_started = "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized()
     if cuda_started and _pinned_slot is None:
         raise HdmapError(
             "CUDA was started in this process before the job leased its GPU, so CUDA_VISIBLE_DEVICES can no "
@@ -115,7 +117,7 @@ def gpu_lease(lock_dir: Path, gpus_per_job: int) -> Iterator[list[str]]:
 
 
 def parallel_jobs(n_jobs: int) -> int:
-    """joblib's n_jobs as a count of processes (negative values count back from the CPU count)."""
+    """Joblib's n_jobs as a count of processes (negative values count back from the CPU count)."""
     return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
@@ -130,6 +132,8 @@ def job_devices(hydra_cfg: DictConfig, gpus_per_job: int) -> Iterator[None]:
     if hydra_cfg.mode != RunMode.MULTIRUN or hydra_cfg.launcher.get("_target_") != JOBLIB_LAUNCHER:
         yield
         return
+    import torch
+
     threads = cpu_threads(int(hydra_cfg.launcher.n_jobs))
     torch.set_num_threads(threads)
     log.info("Job %s: %d CPU thread(s)", hydra_cfg.job.num, threads)

@@ -1,21 +1,21 @@
-"""Per-domain image-level metrics with a threshold chosen on validation normals only.
+"""Pure metric functions on score arrays: the validation threshold, per-domain and per-subgroup metrics, and a
+run's domain-shift numbers (average and harmonic-mean AUROC, transfer ratio).
 
-`PredictionCollector` streams the anomaly scores out of `engine.predict` and keeps, per domain, only
-the few images and anomaly maps the pictures show (never every map of a large test set).
+The threshold is chosen on validation normals only and applied unchanged to every domain. Nothing here
+needs a model or Lightning: hdmap_train.callbacks.PredictionCollector gathers the scores.
 """
 
 from dataclasses import dataclass
 
-import lightning as L
 import numpy as np
 import pandas as pd
-from anomalib.data import ImageBatch
-from lightning.pytorch.callbacks import Callback
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from hdmap_train.errors import HdmapError
 
 FPR_LEVELS = {"TPR_at_FPR_1pct": 0.01, "TPR_at_FPR_5pct": 0.05}
+PAUC_KEY, PAUC_MAX_FPR = "image_pAUC_FPR_10pct", 0.1  # McClish-standardised partial AUROC over FPR <= 0.1
+CHANCE_AUROC = 0.5  # a source AUROC at or below it makes a transfer ratio meaningless
 # Example categories of the anomaly-map grids: (label, +1 keeps the highest scores, -1 the lowest).
 EXAMPLE_CATEGORIES = {
     "highest-scoring faults": (1, 1),
@@ -43,72 +43,6 @@ class Example:
     path: str
     image: np.ndarray
     anomaly_map: np.ndarray | None
-
-
-class PredictionCollector(Callback):
-    """Gathers scores of every predict dataloader and the grid examples of `example_names`.
-
-    `names[i]` names dataloader i. Per example name and category only `n_examples` images are kept,
-    updated batch by batch (streaming top-k), so memory does not grow with the test set.
-    """
-
-    def __init__(self, names: list[str], example_names: list[str], n_examples: int = 4) -> None:
-        self.names = names
-        self.n_examples = n_examples
-        self._parts: dict[str, list[tuple[np.ndarray, np.ndarray, list[str]]]] = {name: [] for name in names}
-        self.examples: dict[str, dict[str, list[Example]]] = {
-            name: {category: [] for category in EXAMPLE_CATEGORIES} for name in example_names
-        }
-
-    def on_predict_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: ImageBatch, batch: ImageBatch,
-        batch_idx: int, dataloader_idx: int = 0,
-    ) -> None:
-        del trainer, pl_module, batch, batch_idx
-        name = self.names[dataloader_idx]
-        scores = outputs.pred_score.detach().float().cpu().reshape(-1).numpy()
-        labels = outputs.gt_label.detach().cpu().reshape(-1).numpy().astype(int)
-        paths = [str(p) for p in outputs.image_path]
-        self._parts[name].append((scores, labels, paths))
-        if name in self.examples:
-            for category, (label, sign) in EXAMPLE_CATEGORIES.items():
-                self._keep_best(self.examples[name][category], outputs, scores, labels, paths, label, sign)
-
-    def _keep_best(
-        self, kept: list[Example], outputs: ImageBatch, scores: np.ndarray, labels: np.ndarray, paths: list[str],
-        label: int, sign: int,
-    ) -> None:
-        """Merge this batch's images of `label` into `kept`, keeping the n_examples with the largest sign*score."""
-        pool: list[tuple[float, Example | int]] = [(sign * e.score, e) for e in kept]
-        pool += [(sign * float(scores[i]), i) for i in np.flatnonzero(labels == label)]
-        pool.sort(key=lambda item: item[0], reverse=True)
-        kept[:] = [
-            entry if isinstance(entry, Example) else _example(outputs, entry, scores, labels, paths)
-            for _, entry in pool[: self.n_examples]
-        ]
-
-    def scores(self, name: str) -> Scores:
-        """All scores of dataloader `name`; raises if the model produced non-finite scores."""
-        parts = self._parts[name]
-        if not parts:
-            raise RuntimeError(f"No predictions were collected for '{name}'.")
-        scores = np.concatenate([p[0] for p in parts])
-        if not np.isfinite(scores).all():
-            msg = f"The model produced {int((~np.isfinite(scores)).sum())} non-finite anomaly scores on '{name}'."
-            raise FloatingPointError(msg)
-        return Scores(scores, np.concatenate([p[1] for p in parts]), [path for p in parts for path in p[2]])
-
-
-def _example(outputs: ImageBatch, index: int, scores: np.ndarray, labels: np.ndarray, paths: list[str]) -> Example:
-    """Copy one image (first channel) and its anomaly map to the CPU."""
-    maps = outputs.anomaly_map
-    return Example(
-        score=float(scores[index]),
-        label=int(labels[index]),
-        path=paths[index],
-        image=outputs.image[index, 0].detach().float().cpu().numpy().copy(),
-        anomaly_map=None if maps is None else maps[index].detach().float().cpu().reshape(maps.shape[-2:]).numpy().copy(),
-    )
 
 
 def validation_threshold(validation: Scores, quantile: float) -> float:
@@ -169,6 +103,7 @@ def image_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> d
     return {
         "image_AUROC": float(roc_auc_score(labels, scores)) if both else None,
         "image_AUPR": float(average_precision_score(labels, scores)) if both else None,
+        PAUC_KEY: float(roc_auc_score(labels, scores, max_fpr=PAUC_MAX_FPR)) if both else None,
         "image_F1Score": 2 * tp / (tp + n_fault + fp) if tp + n_fault + fp else 0.0,
         "image_precision": tp / (tp + fp) if tp + fp else 0.0,
         "image_recall": tp / n_fault if n_fault else 0.0,
@@ -199,12 +134,12 @@ def domain_metrics(domain: str, predictions: pd.DataFrame, threshold: float) -> 
 
 
 def evaluate_domains(
-    collector: PredictionCollector, test_samples: dict[str, pd.DataFrame], quantile: float,
+    validation: Scores, tests: dict[str, Scores], test_samples: dict[str, pd.DataFrame], quantile: float,
 ) -> tuple[float, pd.DataFrame, dict[str, dict]]:
     """Validation threshold, predictions of every test image, and domain_metrics per domain (in test_samples order)."""
-    threshold = validation_threshold(collector.scores("validation"), quantile)
+    threshold = validation_threshold(validation, quantile)
     predictions = pd.concat(
-        [predictions_table(domain, collector.scores(domain), samples, threshold) for domain, samples in test_samples.items()],
+        [predictions_table(domain, tests[domain], samples, threshold) for domain, samples in test_samples.items()],
         ignore_index=True,
     )
     results = {domain: domain_metrics(domain, predictions[predictions["domain"] == domain], threshold) for domain in test_samples}
@@ -212,7 +147,39 @@ def evaluate_domains(
 
 
 def transfer_ratio(source_auroc: float | None, avg_target_auroc: float | None) -> float | None:
-    """Average target AUROC / source AUROC (None when either is undefined)."""
-    if source_auroc is None or avg_target_auroc is None or source_auroc == 0:
+    """Average target AUROC / source AUROC; None when either is undefined or the source AUROC is at or below chance."""
+    if source_auroc is None or avg_target_auroc is None or source_auroc <= CHANCE_AUROC:
         return None
     return avg_target_auroc / source_auroc
+
+
+def transfer_ratio_note(source_auroc: float | None) -> str | None:
+    """Why transfer_ratio is None although the source AUROC exists (at or below chance); None otherwise."""
+    if source_auroc is None or source_auroc > CHANCE_AUROC:
+        return None
+    return f"source AUROC {source_auroc:.3g} is at or below chance: a ratio would be meaningless"
+
+
+def harmonic_mean(values: list[float | None]) -> float | None:
+    """Harmonic mean of the defined values (None if there are none; 0 if one is 0): low when any domain fails."""
+    defined = np.asarray([v for v in values if v is not None], dtype=float)
+    if defined.size == 0:
+        return None
+    return 0.0 if (defined <= 0).any() else float(defined.size / np.sum(1.0 / defined))
+
+
+def transfer_metrics(source_auroc: float | None, target_aurocs: list[float | None]) -> dict:
+    """A run's domain-shift numbers from its source and target AUROCs (undefined AUROCs left out).
+
+    avg_target_auroc, hmean_target_auroc (harmonic mean over targets), hmean_auroc (over every domain,
+    source included), transfer_ratio and transfer_ratio_note (see transfer_ratio / transfer_ratio_note).
+    """
+    defined = [a for a in target_aurocs if a is not None]
+    average = float(np.mean(defined)) if defined else None
+    return {
+        "avg_target_auroc": average,
+        "hmean_target_auroc": harmonic_mean(defined),
+        "hmean_auroc": harmonic_mean([source_auroc, *defined]),
+        "transfer_ratio": transfer_ratio(source_auroc, average),
+        "transfer_ratio_note": transfer_ratio_note(source_auroc) if average is not None else None,
+    }

@@ -31,6 +31,7 @@ RESULT_NEUTRAL_OVERRIDE_KEYS = (
     "trainer.enable_progress_bar",
     "data.num_workers",
     "data.cache_limit_mb",
+    "data.cache_dir",               # where synthetic datasets are generated (the data is named by data.synthetic)
     "paths",                        # directories; the data itself is named by data.root
     "hydra",                        # launcher, sweep and run directories
 )

@@ -1,12 +1,19 @@
-"""Pictures of one run: ROC curves, score histograms, anomaly-map grids (matplotlib, Agg canvas, no pyplot)."""
+"""Every picture: of one run (ROC curves, score histograms, anomaly-map grids) and of a sweep (AUROC heatmaps,
+transfer matrices).
+
+matplotlib on an Agg canvas, no pyplot (no global state, no GUI).
+"""
 
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import auc, roc_curve
 
@@ -59,7 +66,8 @@ def score_bin_edges(scores: np.ndarray, bins: int) -> np.ndarray:
 
 def histogram_figure(predictions: pd.DataFrame, threshold: float, source: str, bins: int = 30) -> Figure:
     """One panel per domain: score histograms of normal and fault test images, the validation threshold as a line
-    (or as a note when it lies outside that domain's scores)."""
+    (or as a note when it lies outside that domain's scores).
+    """
     domains = list(dict.fromkeys(predictions["domain"]))
     figure = new_figure(3.6 * len(domains), 3.2, layout="tight")
     for axes, domain in zip(figure.subplots(1, len(domains), squeeze=False)[0], domains, strict=True):
@@ -121,4 +129,92 @@ def example_grid_figure(domain: str, examples: dict[str, list[Example]], n_examp
     if mappable is not None:
         figure.colorbar(mappable, cax=figure.add_axes((0.945, 0.15, 0.01, 0.65)), label="anomaly map")
     figure.suptitle(f"{domain}: anomaly maps (left of each input: its image score)")
+    return figure
+
+
+def text_colour(rgba: tuple[float, ...]) -> str:
+    """Black or white, whichever reads better on a cell of this colour (relative luminance)."""
+    red, green, blue = rgba[:3]
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.45 else "white"
+
+
+AUROC_COLOURS, AUROC_NORM = colormaps["RdYlGn"], Normalize(0.0, 1.0)  # 0 to 1: AUROCs below chance stay distinguishable
+
+
+def auroc_cells(ax, matrix: pd.DataFrame, counts: pd.DataFrame | None = None) -> None:
+    """Draw an AUROC matrix on ax: colours on the 0-1 scale, each value (and n) in black or white to read on its cell."""
+    values = matrix.to_numpy(dtype=float)
+    ax.imshow(values, cmap=AUROC_COLOURS, norm=AUROC_NORM, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        if np.isnan(value):
+            continue
+        label = f"{value:.3f}" if counts is None else f"{value:.3f}\nn={counts.iat[i, j]}"
+        ax.text(j, i, label, ha="center", va="center", fontsize=8, color=text_colour(AUROC_COLOURS(AUROC_NORM(value))))
+
+
+def outline(ax, row: int, column: int, rows: int = 1) -> None:
+    """A black frame around rows cells of one column, starting at (row, column)."""
+    ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, rows, fill=False, edgecolor="black", lw=2))
+
+
+def auroc_colour_bar(figure: Figure, axes: list) -> None:
+    """The colour bar of the AUROC panels."""
+    figure.colorbar(ScalarMappable(AUROC_NORM, AUROC_COLOURS), ax=axes, label="image AUROC (0.5 = chance)", shrink=0.8)
+
+
+def heatmap_figure(matrices: dict[str, pd.DataFrame], notes: dict[str, dict[str, str]]) -> Figure:
+    """Sweep AUROC heatmaps: one panel per source domain, conditions x evaluated domains, source column outlined.
+
+    notes[source][condition]: the status of a condition without success.
+    """
+    sources = list(matrices)
+    conditions = list(next(iter(matrices.values())).index) if matrices else []
+    domains = list(next(iter(matrices.values())).columns) if matrices else []
+    width = max(4.5, 0.9 * len(domains) * len(sources) + 0.08 * max(map(len, conditions), default=0) + 2.5)
+    figure = new_figure(width, 1.9 + 0.45 * len(conditions))
+    if not domains:
+        figure.text(0.5, 0.5, "no successful job yet", ha="center", va="center")
+        return figure
+    axes = figure.subplots(1, len(sources), squeeze=False)[0]
+    for ax, source in zip(axes, sources, strict=True):
+        auroc_cells(ax, matrices[source])
+        ax.set_xticks(range(len(domains)), [f"{d}\n(source)" if d == source else d for d in domains])
+        ax.set_yticks(range(len(conditions)), conditions)
+        ax.set_title(f"trained on {source}")
+        if source in domains:
+            outline(ax, 0, domains.index(source), len(conditions))
+        for i, condition in enumerate(conditions):
+            if condition in notes.get(source, {}):
+                ax.text((len(domains) - 1) / 2, i, notes[source][condition], ha="center", va="center", color="grey")
+    auroc_colour_bar(figure, list(axes))
+    figure.suptitle("Image AUROC per evaluated domain, by source domain\n(outlined: the source's own test set)")
+    return figure
+
+
+def transfer_matrix_figure(means: dict[str, pd.DataFrame], counts: dict[str, pd.DataFrame]) -> Figure:
+    """Transfer matrices: one panel per condition, source domains (rows) x evaluated domains (columns).
+
+    means[condition]: mean image AUROC over the condition's jobs per cell, counts[condition]: how many jobs
+    (n, written in the cell); the diagonal (each source's own test set) is outlined.
+    """
+    conditions = list(means)
+    first = next(iter(means.values()))
+    sources, domains = list(first.index), list(first.columns)
+    columns = min(len(conditions), 3)
+    rows = -(-len(conditions) // columns)
+    figure = new_figure(max(6.0, (0.9 * len(domains) + 1.6) * columns + 1.5), (0.75 * len(sources) + 1.3) * rows + 1.0)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, condition in zip(axes, conditions, strict=False):
+        auroc_cells(ax, means[condition], counts[condition])
+        ax.set_xticks(range(len(domains)), domains)
+        ax.set_yticks(range(len(sources)), sources)
+        ax.set(xlabel="evaluated on", ylabel="trained on", title=condition)
+        for i, source in enumerate(sources):
+            if source in domains:
+                outline(ax, i, domains.index(source))
+    for ax in axes[len(conditions):]:
+        ax.axis("off")
+    auroc_colour_bar(figure, list(axes))
+    figure.suptitle("Transfer matrix: image AUROC, trained on (rows) x evaluated on (columns)\n"
+                    "mean of the n jobs of each cell; outlined: the source's own test set")
     return figure

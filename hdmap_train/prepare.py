@@ -79,7 +79,10 @@ class MatSamples:
         self.count = int(shape[-1]) if len(shape) >= 3 else 1
 
     def _missing(self, found: list[str]) -> NoReturn:
-        msg = f"{self.path} has no variable '{self.key}' (found: {', '.join(found) or 'nothing'}). Set prepare.key or use the KRISS HDMap files."
+        msg = (
+            f"{self.path} has no variable '{self.key}' (found: {', '.join(found) or 'nothing'}). "
+            "Set prepare.key or use the KRISS HDMap files."
+        )
         raise HdmapError(msg)
 
     def _unreadable(self, exc: Exception) -> HdmapError:

@@ -1,4 +1,7 @@
-"""The owner of a run directory: its lock against a second run, what an earlier attempt left there, checkpoint checks.
+"""The owner of a run directory: the metrics.json record, the lock against a second run, what an earlier
+attempt left there, checkpoint checks.
+
+The record (RunRecord) is the one description of metrics.json: every writer and reader uses it.
 
 One run directory holds one run. `claim` takes an exclusive lock (`.run.lock`, or `.sweep.lock` for a
 sweep directory) that the operating system frees when the process ends, killed or not, so a second
@@ -19,7 +22,7 @@ import sys
 import zipfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -31,6 +34,62 @@ from hdmap_train.job_names import comparable_config, config_differences
 log = logging.getLogger(__name__)
 
 RUN_LOCK, SWEEP_LOCK = ".run.lock", ".sweep.lock"
+RECORD_NAME = "metrics.json"
+
+
+class DomainResult(TypedDict, total=False):
+    """Metrics of one evaluated domain (hdmap_train.evaluation.image_metrics, plus `domain` and `subgroups`)."""
+
+    domain: str
+    image_AUROC: float | None
+    image_AUPR: float | None
+    image_F1Score: float
+    image_precision: float
+    image_recall: float
+    image_accuracy: float
+    image_FPR: float
+    threshold: float
+    oracle_F1Score: float | None
+    oracle_threshold: float | None
+    TPR_at_FPR_1pct: float | None
+    TPR_at_FPR_5pct: float | None
+    n_samples: int
+    n_normal: int
+    n_fault: int
+    subgroups: dict[str, dict]
+
+
+class RunRecord(TypedDict, total=False):
+    """metrics.json: written with status "failed" first and "success" only once every step worked."""
+
+    status: str  # success | failed
+    error: str | None
+    condition: dict  # name, model, config (the full resolved config)
+    source_domain: str  # domain_X
+    experiment_path: str  # the run directory
+    timestamp: str
+    versions: dict[str, str]
+    data: dict  # hdmap_train.data.datamodule summary(): root, manifest, split sizes, normalisation, ...
+    training_info: dict  # epochs, losses per epoch, images per epoch, fit/test/report seconds, attempts
+    best_checkpoint: str
+    validation: dict  # threshold_quantile, threshold
+    source_results: DomainResult
+    target_results: dict[str, DomainResult]
+    avg_target_auroc: float | None
+    transfer_ratio: float | None
+
+
+def new_record(cfg: DictConfig, run_dir: Path, source_domain: str, versions: dict[str, str]) -> RunRecord:
+    """The record of a run that has not succeeded yet."""
+    return RunRecord(
+        condition={"name": cfg.name, "model": cfg.model.name, "config": OmegaConf.to_container(cfg, resolve=True)},
+        status="failed",
+        error=None,
+        source_domain=source_domain,
+        experiment_path=str(run_dir),
+        timestamp=datetime.now().isoformat(timespec="seconds"),
+        versions=versions,
+    )
 _held: list[int] = []  # lock file descriptors, open for this process's lifetime
 
 
@@ -101,9 +160,9 @@ def check_checkpoint(path: Path, origin: str) -> None:
         raise HdmapError(f"Checkpoint {path} ({found}) is truncated or corrupt ({broken}): {fix}.")
 
 
-def read_record(run_dir: Path) -> dict | None:
+def read_record(run_dir: Path) -> RunRecord | None:
     """metrics.json of run_dir, or None. An unreadable one is renamed to metrics.corrupt-<time>.json (with a warning)."""
-    path = run_dir / "metrics.json"
+    path = run_dir / RECORD_NAME
     if not path.is_file():
         return None
     try:
@@ -118,7 +177,7 @@ def read_record(run_dir: Path) -> dict | None:
         return None
 
 
-def earlier_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:
+def earlier_attempt(cfg: DictConfig, run_dir: Path) -> tuple[RunRecord | None, str | None]:
     """What an earlier invocation left in run_dir: its successful record, or a last checkpoint to resume from.
 
     A failed record of another config (result-neutral keys aside) is ignored: the run starts over. A

@@ -1,11 +1,13 @@
 """The command line as users type it: `python -m hdmap_train ...` in a subprocess."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MODEL, run_cli
+from helpers.runs import run_cli
 
 
 def test_print_job_config(tmp_path: Path) -> None:
@@ -15,7 +17,9 @@ def test_print_job_config(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("metrics.json"))
 
 
-@pytest.mark.parametrize(("override", "message"), [("model=nosuch", "Could not find 'model/nosuch'"), ("domain=E", "Could not find 'domain/E'")])
+@pytest.mark.parametrize(
+    ("override", "message"), [("model=nosuch", "Could not find 'model/nosuch'"), ("domain=E", "Could not find 'domain/E'")]
+)
 def test_unknown_group_option(override: str, message: str, tmp_path: Path) -> None:
     result = run_cli([override], cwd=tmp_path)
     assert result.returncode != 0
@@ -47,7 +51,7 @@ def test_bad_input_one_clear_error_and_no_success(overrides: list[str], message:
 def test_cli_run_succeeds(tmp_path: Path, tiny_dataset: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_cli(
-        ["model=draem", "trainer=cpu", f"data.root={tiny_dataset}", *TINY_MODEL["draem"], "model.max_epochs=1",
+        ["model=draem", "trainer=cpu", f"data.root={tiny_dataset}", "size=tiny", "model.max_epochs=1",
          f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
     )
@@ -56,3 +60,26 @@ def test_cli_run_succeeds(tmp_path: Path, tiny_dataset: Path) -> None:
     assert record["status"] == "success" and record["experiment_path"] == str(run_dir)
     assert "avg target AUROC" in result.stdout
     assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+PROBE = """
+import runpy, sys
+sys.argv = ["hdmap_train", *sys.argv[1:]]
+try:
+    runpy.run_module("hdmap_train", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in ("torch", "lightning", "anomalib") if m in sys.modules)
+print("HEAVY=" + ",".join(heavy))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("args", [["model=nosuch"], ["--help"], ["--cfg", "job"], ["model.max_epochs=0", "data.root=/nonexistent"]])
+def test_help_and_config_errors_never_import_torch(args: list[str], tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", PROBE, *args, f"hydra.run.dir={tmp_path / 'run'}"] if "=" in args[0]
+                            else [sys.executable, "-c", PROBE, *args], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert "HEAVY=\n" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    if args[0].startswith("model.max_epochs"):  # a value error answers with one line and a failed record
+        assert result.returncode == 1 and "trainer.max_epochs=0 must be a positive integer" in result.stdout + result.stderr
+        assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"

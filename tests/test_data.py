@@ -14,11 +14,11 @@ import tifffile
 import torch
 from PIL import Image
 
-from conftest import TINY_MODEL, compose_cfg
-from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
+from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule, build_datamodule
 from hdmap_train.data.images import read_image, read_image_with_kind, resize, warn_mixed_kinds
 from hdmap_train.errors import HdmapError
-from hdmap_train.train import dataset_root, run
+from hdmap_train.train import run
+from helpers.config import compose_cfg
 
 
 def make_dataset(root: Path, n_train: int = 10, n_test: int = 4, domains: str = "ABCD") -> Path:
@@ -355,7 +355,7 @@ def test_subgroup_fraction_pattern_and_errors(tmp_path: Path) -> None:
 
 def test_synthetic_data_config_marks_the_first_half_cold(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = compose_cfg(["data=synthetic", "data.synthetic.n_test=12", "data.synthetic.n_train=40", "domain.targets=[C]"], tmp_path)
-    dm = MultiDomainHDMAPDataModule.from_config(cfg.data, root=tiny_dataset, source="A", targets=["C"], seed=0)
+    dm = build_datamodule(cfg.data, cfg.domain, seed=0)  # generates the tiny_dataset spec into paths.cache_dir
     dm.setup()
     samples = dm.test_data["domain_C"].samples
     index = samples.image_path.str.extract(r"(\d{6})\.tiff$")[0].astype(int)
@@ -365,7 +365,7 @@ def test_synthetic_data_config_marks_the_first_half_cold(tiny_dataset: Path, tmp
 def test_unknown_data_option_is_named(tmp_path: Path) -> None:
     cfg = compose_cfg(["+data.colour=red"], tmp_path)
     with pytest.raises(HdmapError, match="Unknown data option.*colour"):
-        MultiDomainHDMAPDataModule.from_config(cfg.data, root=tmp_path, source="A", targets=["B"], seed=0)
+        build_datamodule(cfg.data, cfg.domain, seed=0)
 
 
 def test_synthetic_fault_validation_is_deterministic_and_labelled(tmp_path: Path) -> None:
@@ -399,7 +399,7 @@ def test_v1_png_layout_trains_end_to_end(tmp_path: Path) -> None:
     root = make_png_v1(tmp_path / "1000_8bit_resize_224x224")
     cfg = compose_cfg(
         ["model=draem", "trainer=cpu", "trainer.enable_progress_bar=false", "data=hdmap_png_v1", f"data.root={root}",
-         *TINY_MODEL["draem"], "model.max_epochs=1", "domain.targets=[B]", "data.validation=synthetic_faults"],
+         "size=tiny", "model.max_epochs=1", "domain.targets=[B]", "data.validation=synthetic_faults"],
         tmp_path / "run",
     )
     assert cfg.data.validation_faults.rows == [7, 14]
@@ -409,4 +409,4 @@ def test_v1_png_layout_trains_end_to_end(tmp_path: Path) -> None:
     assert record["data"]["test_samples"] == {"domain_A": 12, "domain_B": 12}
     assert record["data"]["subgroups"]["domain_B"] == {"cold": {"good": 6, "fault": 6}}  # indices < 500
     assert record["data"]["validation"]["fault"] == 1
-    assert dataset_root(cfg) == root
+    assert record["data"]["root"] == str(root)

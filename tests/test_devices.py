@@ -11,10 +11,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_cfg
 from hdmap_train import devices
 from hdmap_train.devices import GpuSlots, cpu_threads, gpu_lease, gpu_slots, visible_gpus
 from hdmap_train.errors import HdmapError
+from helpers.config import compose_cfg
 
 FAKE_GPUS = ["0", "1", "2"]
 

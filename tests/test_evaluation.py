@@ -10,18 +10,28 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from scipy.stats import hmean
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY_MODEL, compose_cfg
+from hdmap_train.callbacks import PredictionCollector
 from hdmap_train.data import datamodule as datamodule_module
 from hdmap_train.errors import HdmapError
 from hdmap_train.evaluation import (
-    PREDICTION_COLUMNS, PredictionCollector, Scores, domain_metrics, image_metrics, predictions_table, transfer_ratio,
+    PREDICTION_COLUMNS,
+    Scores,
+    domain_metrics,
+    harmonic_mean,
+    image_metrics,
+    predictions_table,
+    transfer_metrics,
+    transfer_ratio,
+    transfer_ratio_note,
     validation_threshold,
 )
-from hdmap_train.results import print_results, summary_line
+from hdmap_train.outputs import print_results, summary_line
 from hdmap_train.train import run
+from helpers.config import compose_cfg
 
 
 def hand_made(seed: int = 0, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +55,7 @@ def test_image_metrics_match_scikit_learn(seed: int) -> None:
     predicted = (scores > threshold).astype(int)
     assert metrics["image_AUROC"] == pytest.approx(roc_auc_score(labels, scores))
     assert metrics["image_AUPR"] == pytest.approx(average_precision_score(labels, scores))
+    assert metrics["image_pAUC_FPR_10pct"] == pytest.approx(roc_auc_score(labels, scores, max_fpr=0.1), abs=1e-12)
     assert metrics["image_F1Score"] == pytest.approx(f1_score(labels, predicted))
     assert metrics["image_precision"] == pytest.approx(precision_score(labels, predicted))
     assert metrics["image_recall"] == pytest.approx(recall_score(labels, predicted))
@@ -126,6 +137,21 @@ def test_domain_metrics_per_subgroup_use_the_same_threshold() -> None:
 def test_transfer_ratio() -> None:
     assert transfer_ratio(0.8, 0.6) == pytest.approx(0.75)
     assert transfer_ratio(None, 0.6) is None and transfer_ratio(0.8, None) is None
+    assert transfer_ratio(0.5, 0.6) is None and transfer_ratio(0.42, 0.66) is None  # not 1.58: source at chance
+    assert transfer_ratio_note(0.8) is None and transfer_ratio_note(None) is None
+    assert transfer_ratio_note(0.42) == "source AUROC 0.42 is at or below chance: a ratio would be meaningless"
+
+
+def test_harmonic_means_and_transfer_metrics() -> None:
+    assert harmonic_mean([0.9, None, 0.6]) == pytest.approx(hmean([0.9, 0.6]))
+    assert harmonic_mean([None]) is None and harmonic_mean([0.9, 0.0]) == 0.0
+    shift = transfer_metrics(0.9, [0.8, 0.6, None])
+    assert shift == pytest.approx({"avg_target_auroc": 0.7, "hmean_target_auroc": hmean([0.8, 0.6]),
+                                   "hmean_auroc": hmean([0.9, 0.8, 0.6]), "transfer_ratio": 0.7 / 0.9, "transfer_ratio_note": None})
+    chance = transfer_metrics(0.42, [0.66])
+    assert chance["transfer_ratio"] is None and chance["transfer_ratio_note"].startswith("source AUROC 0.42 is at or below chance")
+    assert transfer_metrics(0.9, [None]) == pytest.approx({"avg_target_auroc": None, "hmean_target_auroc": None, "hmean_auroc": 0.9,
+                                                           "transfer_ratio": None, "transfer_ratio_note": None})
 
 
 def fake_batch(scores: list[float], labels: list[int], start: int, with_maps: bool = True) -> SimpleNamespace:
@@ -209,14 +235,17 @@ def test_tiny_run_leaves_predictions_plots_and_tensorboard(tiny_dataset: Path, t
     monkeypatch.setattr(datamodule_module, "scan_domain", with_subgroups)
     cfg = compose_cfg(
         ["model=draem", "trainer=cpu", "trainer.enable_progress_bar=false", f"data.root={tiny_dataset}",
-         *TINY_MODEL["draem"], "model.max_epochs=1", "domain.targets=[B]"],
+         "size=tiny", "model.max_epochs=1", "domain.targets=[B]"],
         tmp_path,
     )
     record = run(cfg, tmp_path)
 
     saved = json.loads((tmp_path / "metrics.json").read_text())
     source, target = saved["source_results"], saved["target_results"]["domain_B"]
-    assert saved["transfer_ratio"] == pytest.approx(target["image_AUROC"] / source["image_AUROC"])
+    assert saved["transfer_ratio"] == (target["image_AUROC"] / source["image_AUROC"] if source["image_AUROC"] > 0.5 else None)
+    assert saved["hmean_auroc"] == pytest.approx(hmean([source["image_AUROC"], target["image_AUROC"]]))
+    assert saved["hmean_target_auroc"] == pytest.approx(target["image_AUROC"]) and "transfer_ratio_note" in saved
+    assert source["image_pAUC_FPR_10pct"] is not None and "image_pAUC_FPR_10pct" in source["subgroups"]["odd"]
     assert source["threshold"] == target["threshold"] == saved["validation"]["threshold"]
     for result in (source, target):
         assert set(result["subgroups"]) == {"even", "odd"}
@@ -242,7 +271,7 @@ def test_tiny_run_leaves_predictions_plots_and_tensorboard(tiny_dataset: Path, t
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     assert {"test/domain_A/image_AUROC", "test/domain_B/image_AUROC", "test/domain_B/TPR_at_FPR_1pct",
-            "test/domain_B/odd/image_AUROC", "test/transfer_ratio", "hp_metric"} <= scalars
+            "test/domain_B/odd/image_AUROC", "test/domain_B/image_pAUC_FPR_10pct", "test/hmean_auroc", "hp_metric"} <= scalars
     assert events.Scalars("test/domain_B/image_AUROC")[-1].value == pytest.approx(target["image_AUROC"])
     assert events.Scalars("hp_metric")[-1].value == pytest.approx(record["avg_target_auroc"])
     assert {f"plots/{name}" for name in pictures} <= set(events.Tags()["images"])

@@ -9,7 +9,6 @@ import pytest
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from conftest import compose_cfg, run_cli
 from hdmap_train.job_names import (
     JOB_NAME_EXCLUDED_KEYS,
     MAX_NAME_LENGTH,
@@ -19,6 +18,8 @@ from hdmap_train.job_names import (
     job_dir_name,
     override_key,
 )
+from helpers.config import compose_cfg
+from helpers.runs import run_cli
 
 # The overrides of one job of the sweep that crashed with "OSError: File name too long".
 LONG = ["experiment=quickstart", "evaluation.plots=False", "model.max_epochs=1", "model.module.reconstructive_width=8",

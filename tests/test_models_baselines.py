@@ -10,13 +10,13 @@ import torchvision
 from anomalib.models.image.efficient_ad.torch_model import SmallPatchDescriptionNetwork
 from PIL import Image
 
-from conftest import PRETRAINED, compose_cfg
 from hdmap_train.errors import HdmapError
 from hdmap_train.models import build_model
 from hdmap_train.models.baselines import torchvision_weights_file, training_branch
 from hdmap_train.train import run
 from hdmap_train.weights import write_random_weights
-from test_train import assert_complete_record, tiny_run_cfg
+from helpers.config import PRETRAINED, compose_cfg
+from helpers.runs import assert_complete_record, tiny_run_cfg
 
 LOSS_MODELS = ["fastflow", "reverse_distillation", "cflow", "ganomaly", "supersimplenet", "stfpm"]
 

@@ -6,15 +6,16 @@ import pytest
 import torch
 from anomalib.data import ImageBatch
 
-from conftest import TINY_MODEL, compose_cfg
+from hdmap_train.data.cutpaste import CutPasteGenerator, target_position
 from hdmap_train.errors import HdmapError
 from hdmap_train.models import build_model
-from hdmap_train.models.draem_cutpaste import CutPasteGenerator, DraemCutPaste, DraemCutPasteLoss, DraemCutPasteModel
-from hdmap_train.models.draem_cutpaste.generator import target_position
+from hdmap_train.models.components import DraemFocalLoss
+from hdmap_train.models.draem_cutpaste import DraemCutPaste, DraemCutPasteModel
 from hdmap_train.train import run
-from test_train import assert_complete_record, tiny_run_cfg, validate_twice
+from helpers.config import compose_cfg
+from helpers.runs import assert_complete_record, tiny_run_cfg, validate_twice
 
-TINY = ["model=draem_cutpaste", *TINY_MODEL["draem_cutpaste"]]
+TINY = ["model=draem_cutpaste", "size=tiny"]
 
 
 def unique_images(batch: int, height: int = 32, width: int = 96) -> torch.Tensor:
@@ -128,15 +129,15 @@ def test_loss_is_l2_plus_two_ssim_plus_focal_with_alpha() -> None:
     logits = torch.randn(2, 2, 32, 32)
     mask = torch.zeros(2, 1, 32, 32)
     mask[:, :, 4:8, 4:20] = 1
-    loss = DraemCutPasteLoss(focal_alpha=0.9)
+    loss = DraemFocalLoss(focal_alpha=0.9)
     terms = loss.terms(clean, reconstruction, mask, logits)
     assert set(terms) == {"l2", "ssim", "focal"}
     assert terms["l2"] == pytest.approx(float(((clean - reconstruction) ** 2).mean()))
     assert terms["ssim"] == pytest.approx(2 * float(loss.ssim_loss(reconstruction, clean)))
     assert loss(clean, reconstruction, mask, logits) == pytest.approx(float(sum(terms.values())))
     normal_only = torch.zeros_like(mask)
-    assert DraemCutPasteLoss(focal_alpha=1.0).terms(clean, reconstruction, normal_only, logits)["focal"] == 0
-    assert DraemCutPasteLoss(focal_alpha=0.5).terms(clean, reconstruction, normal_only, logits)["focal"] > 0
+    assert DraemFocalLoss(focal_alpha=1.0).terms(clean, reconstruction, normal_only, logits)["focal"] == 0
+    assert DraemFocalLoss(focal_alpha=0.5).terms(clean, reconstruction, normal_only, logits)["focal"] > 0
 
 
 def test_bad_image_size_and_alpha_fail_clearly(tmp_path: Path) -> None:

@@ -5,21 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_MODEL, compose_cfg
+from hdmap_train.data.cutpaste import SeverityCutPasteGenerator
 from hdmap_train.errors import HdmapError
 from hdmap_train.models import build_model
-from hdmap_train.models.draem_sevnet import (
-    DraemSevNet,
-    DraemSevNetLoss,
-    DraemSevNetModel,
-    SeverityCutPasteGenerator,
-    SeverityHead,
-    combine_scores,
-)
+from hdmap_train.models.draem_sevnet import DraemSevNet, DraemSevNetLoss, DraemSevNetModel, SeverityHead, combine_scores
 from hdmap_train.train import run
-from test_train import assert_complete_record, tiny_run_cfg, validate_twice
+from helpers.config import compose_cfg
+from helpers.runs import assert_complete_record, tiny_run_cfg, validate_twice
 
-TINY = ["model=draem_sevnet", *TINY_MODEL["draem_sevnet"]]
+TINY = ["model=draem_sevnet", "size=tiny"]
 
 
 def activations(batch: int, width: int, size: int = 64) -> dict[str, torch.Tensor]:
@@ -52,7 +46,7 @@ def test_severity_head_paper_dimensions() -> None:
 @pytest.mark.parametrize("mode", ["single_scale", "multi_scale"])
 @pytest.mark.parametrize("pooling", ["gap", "spatial_aware"])
 def test_model_outputs_in_training_and_eval(mode: str, pooling: str) -> None:
-    model = DraemSevNetModel(4, 4, head_mode=mode, head_pooling=pooling, head_hidden_dim=8, severity_max=2.0)
+    model = DraemSevNetModel(4, 4, head={"mode": mode, "pooling": pooling, "hidden_dim": 8}, severity_max=2.0)
     images = torch.rand(2, 3, 64, 64)
     reconstruction, logits, severity = model(images)
     assert reconstruction.shape == (2, 3, 64, 64) and logits.shape == (2, 2, 64, 64) and severity.shape == (2,)
@@ -67,7 +61,7 @@ def test_model_outputs_in_training_and_eval(mode: str, pooling: str) -> None:
 
 
 def test_one_channel_variant_uses_channel_zero() -> None:
-    model = DraemSevNetModel(4, 4, channels=1, head_hidden_dim=8).eval()
+    model = DraemSevNetModel(4, 4, channels=1, head={"hidden_dim": 8}).eval()
     images = torch.rand(2, 3, 32, 32)
     changed = images.clone()
     changed[:, 1:] = 0

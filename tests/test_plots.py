@@ -9,9 +9,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example, domain_metrics, transfer_ratio
+from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example, domain_metrics, transfer_metrics
+from hdmap_train.outputs import log_to_tensorboard, metric_scalars, write_plots
 from hdmap_train.plots import example_grid_figure, histogram_figure, roc_figure
-from hdmap_train.reporting import log_to_tensorboard, metric_scalars, write_plots
 
 DOMAINS = ["domain_A", "domain_B", "domain_C"]
 THRESHOLD = 0.8
@@ -44,11 +44,8 @@ def examples(n: int, shape: tuple[int, int] = (16, 48), with_maps: bool = True) 
 def record_for(frame: pd.DataFrame) -> dict:
     results = {d: domain_metrics(d, frame[frame["domain"] == d], THRESHOLD) for d in DOMAINS}
     source = results.pop("domain_A")
-    average = float(np.mean([r["image_AUROC"] for r in results.values()]))
-    return {
-        "source_results": source, "target_results": results, "avg_target_auroc": average,
-        "transfer_ratio": transfer_ratio(source["image_AUROC"], average), "validation": {"threshold": THRESHOLD},
-    }
+    shift = transfer_metrics(source["image_AUROC"], [r["image_AUROC"] for r in results.values()])
+    return {"source_results": source, "target_results": results, **shift, "validation": {"threshold": THRESHOLD}}
 
 
 def test_roc_figure_has_one_curve_and_operating_point_per_domain() -> None:
@@ -129,7 +126,8 @@ def test_tensorboard_gets_domain_scalars_pictures_and_hparams(tmp_path: Path) ->
     scalars = set(events.Tags()["scalars"])
     assert set(metric_scalars(record)) | {"hp_metric"} == scalars
     assert {"test/domain_C/image_AUROC", "test/domain_C/warm/image_F1Score", "test/domain_A/oracle_F1Score",
-            "test/avg_target_AUROC", "test/transfer_ratio", "test/threshold"} <= scalars
+            "test/avg_target_auroc", "test/hmean_target_auroc", "test/hmean_auroc", "test/transfer_ratio", "test/threshold",
+            "test/domain_B/image_pAUC_FPR_10pct", "test/domain_C/warm/image_pAUC_FPR_10pct"} <= scalars
     assert not any(tag.endswith(("n_samples", "/domain")) for tag in scalars)
     auroc = events.Scalars("test/domain_C/image_AUROC")[0]
     assert auroc.step == 7 and auroc.value == pytest.approx(record["target_results"]["domain_C"]["image_AUROC"])

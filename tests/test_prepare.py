@@ -17,12 +17,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from conftest import CONF_DIR, TINY_MODEL, compose_cfg
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
 from hdmap_train.data.images import read_image
 from hdmap_train.errors import HdmapError
 from hdmap_train.prepare import MatSamples, prepare
 from hdmap_train.train import run
+from helpers.config import CONF_DIR, compose_cfg
 
 HEAD = {"A": (1, 3), "B": (1, 1), "C": (3, 3), "D": (3, 1)}  # domain -> (condition class, sensor)
 N_TRAIN_FILE, N_TEST_FILE = 30, 12
@@ -240,7 +240,7 @@ def test_command_line(tmp_path: Path) -> None:
 def test_prepared_tiff_dataset_trains_and_records_the_manifest(prepared: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = prepared
     cfg = compose_cfg(
-        ["model=draem", "trainer=cpu", "trainer.enable_progress_bar=false", f"data.root={out}", *TINY_MODEL["draem"],
+        ["model=draem", "trainer=cpu", "trainer.enable_progress_bar=false", f"data.root={out}", "size=tiny",
          "model.max_epochs=1", "domain.targets=[B]", "data.normalization.mode=minmax_fixed"],
         tmp_path,
     )

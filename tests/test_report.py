@@ -1,7 +1,6 @@
 """Sweep summary files from job folders (success, failed, missing, unreadable), override columns, the report CLI
 and the Hydra callback."""
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -9,40 +8,9 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from hdmap_train.callbacks import SweepSummary
 from hdmap_train.report import main as report_main
-from hdmap_train.report import write_summary
-
-DOMAINS = ["A", "B", "C", "D"]
-
-
-def result(domain: str, auroc: float) -> dict:
-    return {"domain": f"domain_{domain}", "image_AUROC": auroc, "image_F1Score": auroc - 0.1}
-
-
-def write_job(sweep: Path, model: str, source: str, aurocs: dict[str, float] | None, error: str = "",
-              overrides: list[str] | None = None) -> Path:
-    """A job folder as a sweep leaves it: .hydra/config.yaml (and overrides.yaml if given), and metrics.json
-    unless aurocs is None and no error."""
-    job = sweep / f"domain={source},model={model}"
-    (job / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"model": {"name": model}, "domain": {"source": source}}), job / ".hydra" / "config.yaml")
-    if overrides is not None:
-        OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
-    record = {"condition": {"name": f"{model}_{source}", "model": model}, "source_domain": f"domain_{source}"}
-    if aurocs is not None:
-        targets = {f"domain_{d}": result(d, a) for d, a in aurocs.items() if d != source}
-        record |= {
-            "status": "success", "error": None, "source_results": result(source, aurocs[source]), "target_results": targets,
-            "avg_target_auroc": sum(r["image_AUROC"] for r in targets.values()) / len(targets),
-            "training_info": {"fit_seconds": 12.5},
-        }
-    elif error:
-        record |= {"status": "failed", "error": error, "training_info": None}
-    else:
-        return job
-    (job / "metrics.json").write_text(json.dumps(record))
-    return job
+from hdmap_train.sweep.summary import SweepSummary, write_summary
+from helpers.sweeps import write_job
 
 
 @pytest.fixture
@@ -59,13 +27,17 @@ def test_summary_csv_one_row_per_job(sweep: Path) -> None:
     table = pd.read_csv(sweep / "summary.csv")
     assert list(table["job"]) == ["domain=A,model=draem", "domain=A,model=patchcore", "domain=B,model=draem", "domain=B,model=patchcore"]
     assert list(table["status"]) == ["success", "failed", "success", "missing"]
-    assert list(table.columns[:7]) == ["job", "condition", "model", "source", "status", "source_AUROC", "source_F1"]
-    assert list(table.columns[7:15]) == ["AUROC_A", "F1_A", "AUROC_B", "F1_B", "AUROC_C", "F1_C", "AUROC_D", "F1_D"]
+    assert list(table.columns[:8]) == ["job", "condition", "model", "source", "seed", "status", "source_AUROC", "source_F1"]
+    assert list(table.columns[8:16]) == ["AUROC_A", "F1_A", "AUROC_B", "F1_B", "AUROC_C", "F1_C", "AUROC_D", "F1_D"]
+    assert list(table.columns[16:]) == ["avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio",
+                                        "transfer_ratio_note", "fit_seconds", "error"]
     draem_a = table.iloc[0]
     assert draem_a["condition"] == "draem" and draem_a["source"] == "A" and pd.isna(draem_a["AUROC_A"])
     assert draem_a["source_AUROC"] == 1.0 and draem_a["AUROC_B"] == 0.8 and draem_a["F1_D"] == pytest.approx(0.5)
-    assert draem_a["avg_target_AUROC"] == pytest.approx(0.7) and draem_a["transfer_ratio"] == pytest.approx(0.7)
-    assert draem_a["fit_seconds"] == 12.5
+    assert draem_a["avg_target_auroc"] == pytest.approx(0.7) and draem_a["transfer_ratio"] == pytest.approx(0.7)
+    assert draem_a["fit_seconds"] == 12.5 and draem_a["seed"] == 42
+    assert draem_a["hmean_target_auroc"] == pytest.approx(3 / (1 / 0.8 + 1 / 0.7 + 1 / 0.6))
+    assert draem_a["hmean_auroc"] == pytest.approx(4 / (1 / 1.0 + 1 / 0.8 + 1 / 0.7 + 1 / 0.6))
     assert table.iloc[2]["transfer_ratio"] == pytest.approx((0.9 + 0.85 + 0.8) / 3 / 0.95)
     assert table.iloc[1]["error"] == "MissingWeightsError: resnet18 is not in the cache"  # the error line only
     assert table.iloc[3]["model"] == "patchcore" and table.iloc[3]["error"] == "no metrics.json"
@@ -91,8 +63,10 @@ def test_summary_png_has_one_panel_per_source_domain(sweep: Path) -> None:
 
 def test_report_cli_rebuilds_a_partial_sweep(sweep: Path, capsys: pytest.CaptureFixture) -> None:
     assert report_main([str(sweep)]) == 0
-    assert "4 jobs (2 succeeded, 1 failed, 1 missing, 0 unreadable)" in capsys.readouterr().out
-    assert all((sweep / name).is_file() for name in ("summary.csv", "summary.md", "summary.png"))
+    out = capsys.readouterr().out
+    assert "4 jobs (2 succeeded, 1 failed, 1 missing, 0 unreadable)" in out
+    files = ("summary.csv", "summary_stats.csv", "results_long.csv", "summary.md", "summary.tex", "summary.png", "transfer_matrix.png")
+    assert all((sweep / name).is_file() for name in files) and all(str(sweep / name) in out for name in files)
 
 
 def test_report_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -166,8 +140,9 @@ def test_summary_has_one_column_per_override(tmp_path: Path) -> None:
     assert csv.loc["domain=A,model=draem", "override.data.root"] == "/data/hdmap"
     text = (tmp_path / "summary.md").read_text()
     # The jobs table shows the overrides that differ between jobs; those all jobs share are listed once.
-    assert "| job | data.root | domain | experiment | model | model.max_epochs | model.module.reconstructive_width | status |" in text
-    assert "| `domain=B,model=draem` | /data/hdmap | B | quickstart | draem | 1 | 8 | success |" in text
+    header = "| job | condition | data.root | domain | experiment | model | model.max_epochs | model.module.reconstructive_width | status |"
+    assert header in text
+    assert "| `domain=B,model=draem` | draem | /data/hdmap | B | quickstart | draem | 1 | 8 | success |" in text
 
     other = tmp_path / "other"
     for domain in "AB":
@@ -175,4 +150,4 @@ def test_summary_has_one_column_per_override(tmp_path: Path) -> None:
     write_summary(other)
     text = (other / "summary.md").read_text()
     assert "Overrides of every job: `data.root=/data/hdmap`, `experiment=quickstart`, `model.max_epochs=1`" in text
-    assert "| job | domain | status |" in text
+    assert "| job | condition | domain | status |" in text

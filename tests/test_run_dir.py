@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_MODEL, compose_cfg, run_cli
 from hdmap_train import train
+from hdmap_train.data import datamodule as datamodule_module
 from hdmap_train.errors import HdmapError
 from hdmap_train.run_dir import claim, earlier_attempt
+from helpers.config import compose_cfg
+from helpers.runs import run_cli
 
-ENDLESS_DRAEM = ["model=draem", "trainer=cpu", "trainer.enable_progress_bar=false", *TINY_MODEL["draem"],
+ENDLESS_DRAEM = ["model=draem", "trainer=cpu", "trainer.enable_progress_bar=false", "size=tiny",
                  "model.max_epochs=1000", "model.early_stopping_patience=1000", "evaluation.plots=false"]
 
 
@@ -119,27 +121,36 @@ def test_lock_of_a_killed_process_is_free_again(tmp_path: Path) -> None:
     claim(tmp_path)  # no error: the OS released the killed holder's lock
 
 
+@pytest.fixture
+def no_data_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a run gets as far as building its datamodule."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the checkpoint must be checked before any data is read")
+
+    monkeypatch.setattr(datamodule_module, "build_datamodule", refuse)
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "missing"])
-def test_bad_checkpoint_stops_before_data_setup(damage: str, tmp_path: Path) -> None:
+def test_bad_checkpoint_stops_before_data_setup(damage: str, tmp_path: Path, tiny_dataset: Path, no_data_setup: None) -> None:
     ckpt = tmp_path / "given.ckpt"
     if damage != "missing":
         torch.save({"state_dict": {"w": torch.zeros(1000)}}, ckpt)
         data = ckpt.read_bytes()
         ckpt.write_bytes(b"not a checkpoint" if damage == "garbage" else data[: len(data) // 2])
-    # data.root does not exist: had the checkpoint been checked after data setup, that error would come first
-    cfg = compose_cfg(["data.root=/nonexistent", f"ckpt_path={ckpt}"], tmp_path / "run")
+    cfg = compose_cfg([f"data.root={tiny_dataset}", f"ckpt_path={ckpt}"], tmp_path / "run")
     expected = "does not exist" if damage == "missing" else "is truncated or corrupt"
     with pytest.raises(HdmapError, match=f"Checkpoint {ckpt} .*{expected}.*ckpt_path="):
         train.run(cfg, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
 
 
-def test_corrupt_last_checkpoint_found_on_resume_names_the_fix(tmp_path: Path) -> None:
+def test_corrupt_last_checkpoint_found_on_resume_names_the_fix(tmp_path: Path, tiny_dataset: Path, no_data_setup: None) -> None:
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
     with zipfile.ZipFile(last, "w") as archive:
         archive.writestr("archive/version", "3")  # a zip, but no pickled checkpoint in it
-    cfg = compose_cfg(["data.root=/nonexistent", f"ckpt_path={last}"], tmp_path)
+    cfg = compose_cfg([f"data.root={tiny_dataset}", f"ckpt_path={last}"], tmp_path)
     with pytest.raises(HdmapError, match=f"found on resume.*rm {last}"):
         train.run(cfg, tmp_path)
 

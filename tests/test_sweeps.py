@@ -10,29 +10,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
-from conftest import TINY_MODEL, compose_cfg, run_cli
 from hdmap_train import train
 from hdmap_train.errors import HdmapError
 from hdmap_train.run_dir import earlier_attempt
 from hdmap_train.weights import write_random_weights
+from helpers.config import compose_cfg
+from helpers.runs import run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
 
 
-@pytest.fixture
-def tiny_models(tmp_path: Path) -> Path:
-    """A config dir for hydra.searchpath with model=tiny_draem and model=tiny_patchcore (CPU-sized models)."""
-    conf = tmp_path / "conf"
-    (conf / "model").mkdir(parents=True)
-    for model in ("draem", "patchcore"):
-        values = OmegaConf.from_dotlist([override.removeprefix("model.") for override in TINY_MODEL[model]])
-        text = f"defaults:\n  - {model}\n  - _self_\n\n{OmegaConf.to_yaml(values)}"
-        (conf / "model" / f"tiny_{model}.yaml").write_text(text)
-    return conf
-
-
-def sweep_args(sweep_dir: Path, conf: Path, data_root: Path, *overrides: str) -> list[str]:
-    return [f"hydra.sweep.dir={sweep_dir}", f"hydra.searchpath=[file://{conf}]", "trainer=cpu",
+def sweep_args(sweep_dir: Path, data_root: Path, *overrides: str) -> list[str]:
+    return [f"hydra.sweep.dir={sweep_dir}", "size=tiny", "trainer=cpu",
             "trainer.enable_progress_bar=false", f"data.root={data_root}", *overrides]
 
 
@@ -41,11 +30,11 @@ def output(result) -> str:
 
 
 @pytest.mark.slow
-def test_parallel_sweep_summary_failure_and_rerun(tmp_path: Path, tiny_dataset: Path, tiny_models: Path, hf_cache: Path) -> None:
+def test_parallel_sweep_summary_failure_and_rerun(tmp_path: Path, tiny_dataset: Path, hf_cache: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = ["--multirun", *sweep_args(sweep, tiny_models, tiny_dataset, "hydra/launcher=gpus",
-                                      "model=tiny_draem,tiny_patchcore", "domain=A,B")]
-    jobs = [f"domain={d},model=tiny_{m},trainer=cpu" for d in "AB" for m in ("draem", "patchcore")]
+    args = ["--multirun", *sweep_args(sweep, tiny_dataset, "hydra/launcher=gpus",
+                                      "model=draem,patchcore", "domain=A,B")]
+    jobs = [f"domain={d},model={m},size=tiny,trainer=cpu" for d in "AB" for m in ("draem", "patchcore")]
     fake_gpus = {"CUDA_VISIBLE_DEVICES": "0,1"}  # two GPU slots, so n_jobs=2; the CPU trainer never opens them
 
     # First run: PatchCore's backbone is not in the offline cache, so its two jobs fail; DRAEM's succeed.
@@ -81,10 +70,10 @@ def test_parallel_sweep_summary_failure_and_rerun(tmp_path: Path, tiny_dataset: 
 
 
 @pytest.mark.slow
-def test_submitit_local_sweep(tmp_path: Path, tiny_dataset: Path, tiny_models: Path) -> None:
+def test_submitit_local_sweep(tmp_path: Path, tiny_dataset: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = ["--multirun", *sweep_args(sweep, tiny_models, tiny_dataset, "hydra/launcher=submitit_local",
-                                      "hydra.launcher.timeout_min=10", "model=tiny_draem", "domain=A,B")]
+    args = ["--multirun", *sweep_args(sweep, tiny_dataset, "hydra/launcher=submitit_local",
+                                      "hydra.launcher.timeout_min=10", "model=draem", "domain=A,B")]
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 0, output(result)
     assert list(pd.read_csv(sweep / "summary.csv")["status"]) == ["success", "success"]
@@ -92,15 +81,15 @@ def test_submitit_local_sweep(tmp_path: Path, tiny_dataset: Path, tiny_models: P
 
 
 @pytest.mark.slow
-def test_optuna_search_maximises_the_returned_metric(tmp_path: Path, tiny_dataset: Path, tiny_models: Path) -> None:
+def test_optuna_search_maximises_the_returned_metric(tmp_path: Path, tiny_dataset: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = sweep_args(sweep, tiny_models, tiny_dataset, "hparams_search=draem_optuna", "model=tiny_draem",
+    args = sweep_args(sweep, tiny_dataset, "hparams_search=draem_optuna", "model=draem",
                       "hydra.sweeper.n_trials=2", "model.max_epochs=1")  # no --multirun: the search config sets it
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 0, output(result)
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     trials = pd.read_csv(sweep / "summary.csv")
-    assert len(trials) == 2 and best.best_value == pytest.approx(trials["avg_target_AUROC"].max())
+    assert len(trials) == 2 and best.best_value == pytest.approx(trials["avg_target_auroc"].max())
     assert set(best.best_params) == {"model.module.learning_rate", "model.module.reconstructive_width", "model.module.discriminative_width"}
 
 
@@ -115,7 +104,7 @@ def sweep_job_cfg(overrides: list[str], run_dir: Path):
 
 @pytest.mark.slow
 def test_killed_job_resumes_from_last_checkpoint_then_is_skipped(tmp_path: Path, tiny_dataset: Path, monkeypatch) -> None:
-    base = ["model=draem", "trainer=cpu", "trainer.enable_progress_bar=false", f"data.root={tiny_dataset}", *TINY_MODEL["draem"]]
+    base = ["model=draem", "trainer=cpu", "trainer.enable_progress_bar=false", f"data.root={tiny_dataset}", "size=tiny"]
     # A job killed after its first epoch leaves checkpoints/last.ckpt and no metrics.json.
     train.run(compose_cfg([*base, "model.max_epochs=1"], tmp_path), tmp_path)
     (tmp_path / "metrics.json").unlink()

@@ -6,297 +6,74 @@ validation = a seeded held-out fraction of source train/good: normal only (valid
 test       = test/{good,fault} of the source and of each target domain, one set per domain; each
              test sample may carry a named subgroup (e.g. cold/warm) in a `subgroup` column
 
-Every image is decoded once at setup (a corrupt file fails there, naming itself), normalised
-(hdmap_train.data.normalization), resized to the target size (hdmap_train.data.images.resize) and
-kept in memory within `cache_limit_mb`.
+The datamodule only builds datasets and loaders: the folder scan is hdmap_train.data.layout, decoding,
+normalising and resizing hdmap_train.data.images / .normalization, and the in-memory splits
+hdmap_train.data.dataset. `build_datamodule` instantiates it from the `data` config group (its
+`_target_`); with `data.synthetic` set, the built-in dataset is generated once into `data.cache_dir`
+(hdmap_train.data.synthetic) and used as the root.
 """
 
-import hashlib
-import json
 import logging
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from anomalib.data import ImageBatch, ImageItem
-from anomalib.data.datasets.base.image import AnomalibDataset
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
-from torchvision.tv_tensors import Image
 
+from hdmap_train.data.dataset import CacheBudget, HDMAPDataset
 from hdmap_train.data.faults import FaultInjector
-from hdmap_train.data.images import IMAGE_EXTENSIONS, RESIZE_METHODS, read_image, read_images, resize
+from hdmap_train.data.images import RESIZE_METHODS, ImagePipeline, read_images
+from hdmap_train.data.layout import (
+    check_subgroups,
+    domain_folder,
+    list_images,
+    manifest_reference,
+    scan_domain,
+    split_validation,
+    subgroup_counts,
+    subgroup_coverage,
+)
 from hdmap_train.data.normalization import Normalizer, PixelStats, check_normalization, make_normalizer
+from hdmap_train.data.synthetic import SyntheticSpec, ensure_dataset
 from hdmap_train.errors import HdmapError
 
 log = logging.getLogger(__name__)
 
-SPLITS = {"train": ("good",), "test": ("good", "fault")}
-LABELS = {"good": 0, "fault": 1}
 VALIDATION_MODES = ("normal", "synthetic_faults")
 MP_CONTEXTS = (None, "fork", "spawn", "forkserver")
-CHUNK = 256  # images normalised and resized per tensor operation
-MANIFEST_KEYS = ("generator", "version", "mapping", "era", "seed", "counts", "normalization", "spec", "created")
 
 
-def domain_folder(domain: str) -> str:
-    """'A' -> 'domain_A' (already prefixed names pass through)."""
-    return domain if domain.startswith("domain_") else f"domain_{domain}"
+def build_datamodule(data_cfg: DictConfig, domain_cfg: DictConfig, seed: int) -> "MultiDomainHDMAPDataModule":
+    """Instantiate the `data` config group (its `_target_`) for the domains of `domain_cfg`.
 
-
-def list_images(folder: Path) -> list[Path]:
-    """Sorted image files (png/tif/tiff, any case) directly in `folder`; raises if none."""
-    if not folder.is_dir():
-        msg = f"Folder {folder} is missing. Expected the HDMAP layout <root>/domain_X/{{train/good,test/good,test/fault}}."
-        raise HdmapError(msg)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        msg = f"Split {folder} is empty: no {'/'.join(IMAGE_EXTENSIONS)} images. Add images or point data.root elsewhere."
-        raise HdmapError(msg)
-    return files
-
-
-def check_subgroups(rules: list[dict] | None) -> list[dict]:
-    """Validate `data.subgroups`: a list of {name, and one of index: [start, stop], fraction: [a, b], pattern: regex}."""
-    checked = []
-    for rule in rules or []:
-        kinds = [k for k in ("index", "fraction", "pattern") if rule.get(k) is not None]
-        if not rule.get("name") or len(kinds) != 1:
-            msg = (
-                f"data.subgroups entry {rule} needs a name and exactly one of index: [start, stop], "
-                "fraction: [from, to] or pattern: <regex on the file name>."
-            )
-            raise HdmapError(msg)
-        if kinds[0] == "pattern":
-            try:
-                re.compile(rule["pattern"])
-            except re.error as exc:
-                raise HdmapError(f"data.subgroups pattern {rule['pattern']!r} is not a valid regex: {exc}.") from exc
-        elif len(rule[kinds[0]]) != 2:
-            raise HdmapError(f"data.subgroups {kinds[0]} {rule[kinds[0]]} must be [start, stop] (stop may be null).")
-        checked.append(dict(rule))
-    return checked
-
-
-def subgroup_names(files: list[Path], rules: list[dict]) -> list[str]:
-    """Subgroup of each file of one test class (files in sorted order); the first matching rule wins.
-
-    index: [start, stop) of the file's position in its class folder (stop null: to the end);
-    fraction: the same with positions floor(from * n) .. floor(to * n); pattern: re.search on the
-    file name. Files matching no rule are "other".
+    Every key of `data` is an argument of the target; a key it does not take is named in an HdmapError.
     """
-    n = len(files)
-    names = []
-    for position, path in enumerate(files):
-        name = "other"
-        for rule in rules:
-            if rule.get("pattern") is not None:
-                hit = re.search(rule["pattern"], path.name) is not None
-            else:
-                start, stop = rule["index"] if rule.get("index") is not None else (
-                    int(np.floor(rule["fraction"][0] * n)), int(np.floor(rule["fraction"][1] * n))
-                )
-                hit = start <= position < (n if stop is None else stop)
-            if hit:
-                name = rule["name"]
-                break
-        names.append(name)
-    return names
-
-
-def scan_domain(root: Path, domain: str, split: str, subgroups: list[dict] | None = None) -> pd.DataFrame:
-    """One row per image of `split` in `domain`: image_path, label_index, split, domain, mask_path
-    (+ subgroup for test splits when subgroup rules are given)."""
-    folder = root / domain_folder(domain)
-    if not folder.is_dir():
-        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        msg = f"Domain folder {folder} is missing (found: {', '.join(found) or 'nothing'}). Check data.root and domain=."
-        raise HdmapError(msg)
-    rows = []
-    for label in SPLITS[split]:
-        files = list_images(folder / split / label)
-        groups = subgroup_names(files, subgroups) if subgroups and split == "test" else [None] * len(files)
-        for path, group in zip(files, groups, strict=True):
-            row = {"image_path": str(path), "label_index": LABELS[label], "split": split, "domain": domain_folder(domain), "mask_path": ""}
-            if group is not None:
-                row["subgroup"] = group
-            rows.append(row)
-    samples = pd.DataFrame(rows).sort_values("image_path", ignore_index=True)
-    samples.attrs["task"] = "classification"
-    return samples
-
-
-def subgroup_coverage(samples: pd.DataFrame, rules: list[dict]) -> list[str]:
-    """Warnings for subgroups that come out empty or cover a whole test class of one domain (e.g. a test set
-    under 500 images per class leaves the default `warm` subgroup empty)."""
-    if not rules or "subgroup" not in samples:
-        return []
-    warnings = []
-    for label, label_name in ((0, "good"), (1, "fault")):
-        names = samples.loc[samples.label_index == label, "subgroup"]
-        where = f"{samples.domain.iloc[0]} test/{label_name} ({len(names)} images)"
-        for rule in rules:
-            count = int((names == rule["name"]).sum())
-            if count == 0:
-                warnings.append(f"Subgroup '{rule['name']}' is empty in {where}; check data.subgroups.")
-            elif count == len(names):
-                warnings.append(f"Subgroup '{rule['name']}' covers the whole of {where}; check data.subgroups.")
-    return warnings
-
-
-def manifest_reference(root: Path) -> dict | None:
-    """Path, sha256 and the identifying fields (mapping, seed, counts, ...) of <root>/manifest.json."""
-    path = root / "manifest.json"
-    if not path.is_file():
-        return None
-    raw = path.read_bytes()
     try:
-        manifest = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise HdmapError(f"{path} is not valid JSON ({exc}); re-run `python -m hdmap_train.prepare` or remove it.") from exc
-    return {"path": str(path), "sha256": hashlib.sha256(raw).hexdigest(), **{k: manifest[k] for k in MANIFEST_KEYS if k in manifest}}
-
-
-class HDMAPImageItem(ImageItem):
-    """anomalib's ImageItem, also accepting single-channel images (data.channels=1)."""
-
-    @staticmethod
-    def validate_image(image: torch.Tensor) -> torch.Tensor:
-        if image.ndim == 3 and image.shape[0] == 1:
-            return Image(image, dtype=torch.float32)
-        return ImageItem.validate_image(image)
-
-
-class HDMAPImageBatch(ImageBatch):
-    """anomalib's ImageBatch, also accepting single-channel images (data.channels=1)."""
-
-    item_class = HDMAPImageItem
-
-    @staticmethod
-    def validate_image(image: torch.Tensor) -> torch.Tensor:
-        if image.ndim == 4 and image.shape[1] == 1:
-            return Image(image, dtype=torch.float32)
-        return ImageBatch.validate_image(image)
-
-
-class CacheBudget:
-    """The bytes left for keeping decoded images in memory (shared by every split of a datamodule)."""
-
-    def __init__(self, limit_mb: float) -> None:
-        self.left = float(limit_mb) * 2**20
-
-    def take(self, nbytes: int) -> bool:
-        """Reserve nbytes if they fit."""
-        if nbytes > self.left:
-            return False
-        self.left -= nbytes
-        return True
-
-
-@dataclass(frozen=True)
-class ImagePipeline:
-    """Decoded (H, W) arrays -> a normalised (N, 1, *image_size) float32 tensor, CHUNK images per op."""
-
-    image_size: tuple[int, int]
-    resize: str = "bilinear"
-    normalizer: Normalizer = field(default_factory=Normalizer)
-
-    def __call__(self, images: list[np.ndarray]) -> torch.Tensor:
-        out = torch.empty((len(images), 1, *self.image_size), dtype=torch.float32)
-        start = 0
-        while start < len(images):
-            stop = start + 1
-            while stop < len(images) and stop - start < CHUNK and images[stop].shape == images[start].shape:
-                stop += 1
-            batch = torch.from_numpy(np.stack(images[start:stop]))[:, None]
-            out[start:stop] = resize(self.normalizer(batch), self.image_size, self.resize)
-            start = stop
-        return out
-
-
-class HDMAPDataset(AnomalibDataset):
-    """HDMAP images as anomalib ImageItems (or whole ImageBatches for a DataLoader).
-
-    Images are decoded at construction (or taken from `natives`, keyed by path), faults are injected
-    where samples.injected_fault is set, then the split is kept in memory as the final
-    (N, 1, H, W) tensor if it fits in `budget` ("resized"), else as decoded arrays that are
-    normalised and resized on access ("native"), else re-read from file on every access ("stream").
-    Channels: 3 replicates the grey image (ImageNet backbones), 1 keeps it single-channel.
-    """
-
-    def __init__(
-        self,
-        samples: pd.DataFrame,
-        pipeline: ImagePipeline,
-        channels: int = 3,
-        budget: CacheBudget | None = None,
-        natives: dict[str, np.ndarray] | None = None,
-        faults: FaultInjector | None = None,
-    ) -> None:
-        super().__init__()
-        self.samples = samples
-        self.pipeline = pipeline
-        self.channels = channels
-        self.faults = faults
-        self._paths = list(self.samples.image_path)
-        self._labels = torch.tensor(self.samples.label_index.to_numpy(dtype=np.int64))
-        self._faulty = self.samples.get("injected_fault", pd.Series(False, index=self.samples.index)).to_numpy(bool)
-        natives = natives or {}
-        missing = [path for path in self._paths if path not in natives]
-        if missing:  # test splits (train/val come decoded); one warning per split if image kinds are mixed
-            natives = {**natives, **read_images(missing, f"{samples.domain.iloc[0]} {samples.split.iloc[0]}")}
-        images = [self._native(i, natives[path]) for i, path in enumerate(self._paths)]
-        self.native_shapes = sorted({tuple(image.shape) for image in images})
-        self.cache_mode, self._images = self._keep(images, budget or CacheBudget(float("inf")))
-
-    def _native(self, index: int, image: np.ndarray | None = None) -> np.ndarray:
-        """Decoded image `index` (read from its file unless given), with its injected fault if any."""
-        if image is None:
-            image = read_image(Path(self._paths[index]))
-        return self.faults(image, index) if self._faulty[index] else image
-
-    def _keep(self, images: list[np.ndarray], budget: CacheBudget) -> tuple[str, torch.Tensor | list | None]:
-        resized_bytes = len(images) * self.pipeline.image_size[0] * self.pipeline.image_size[1] * 4
-        if budget.take(resized_bytes):
-            return "resized", self.pipeline(images)
-        if budget.take(sum(image.nbytes for image in images)):
-            return "native", images
-        return "stream", None
-
-    def images(self, indices: list[int]) -> torch.Tensor:
-        """The (B, C, H, W) images of `indices` (C = channels; 3 is a read-only expanded view)."""
-        if self.cache_mode == "resized":
-            # numpy's gather: one plain copy, without torch's thread pool (slow for small copies on busy CPUs)
-            batch = torch.from_numpy(self._images.numpy()[indices])
-        else:
-            natives = [self._images[i] if self.cache_mode == "native" else self._native(i) for i in indices]
-            batch = self.pipeline(natives)
-        return batch.expand(-1, 3, -1, -1) if self.channels == 3 else batch
-
-    def __getitem__(self, index: int) -> ImageItem:
-        return HDMAPImageItem(image=self.images([index])[0], gt_label=self._labels[index], image_path=self._paths[index])
-
-    def __getitems__(self, indices: list[int]) -> ImageBatch:
-        """A whole batch in one tensor operation (used by DataLoader instead of per-item collation)."""
-        return HDMAPImageBatch(
-            image=self.images(indices),
-            gt_label=self._labels[indices],
-            image_path=[self._paths[i] for i in indices],
+        return instantiate(
+            data_cfg, source=domain_cfg.source, targets=list(domain_cfg.targets), seed=seed, _convert_="all"
         )
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, TypeError):
+            raise HdmapError(f"Unknown data option: {cause}. Check the keys under data.") from cause
+        if cause is not None:
+            raise cause from None
+        raise
 
-    @property
-    def collate_fn(self) -> Callable[[ImageBatch | list[ImageItem]], ImageBatch]:
-        """Batches from __getitems__ pass through; lists of items are collated by anomalib."""
-        return _collate
 
-
-def _collate(batch: ImageBatch | list[ImageItem]) -> ImageBatch:
-    return batch if isinstance(batch, ImageBatch) else HDMAPImageBatch.collate(batch)
+def dataset_root(root: str | Path | None, synthetic: dict | None, cache_dir: str | Path | None) -> Path:
+    """`root`, or the synthetic dataset of spec `synthetic`, generated once into `cache_dir` (it wins when set)."""
+    if synthetic is not None:
+        if cache_dir is None:
+            raise HdmapError("data.synthetic needs data.cache_dir (default ${paths.cache_dir}) to generate into.")
+        return ensure_dataset(SyntheticSpec.from_options(synthetic), Path(cache_dir))
+    if not root:
+        raise HdmapError("data.root is not set. Pass data.root=<dir> (or set HDMAP_ROOT), or use data=synthetic.")
+    return Path(root).expanduser()
 
 
 class MultiDomainHDMAPDataModule(LightningDataModule):
@@ -304,7 +81,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | None,
         source: str,
         targets: list[str],
         image_size: tuple[int, int],
@@ -323,8 +100,36 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         multiprocessing_context: str | None = "fork",
         min_train_images: int = 5,
         drop_single_leftover: bool = True,
+        synthetic: dict | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
+        """Check every option (nothing is read from disk until `setup`, except a synthetic dataset's generation).
+
+        Args:
+            root: the dataset folder (<root>/domain_X/...); ignored when `synthetic` is set.
+            source: the training domain ("A" or "domain_A").
+            targets: the other evaluated domains (the source may not be among them).
+            image_size: (height, width) every image is brought to, once, at load time.
+            val_fraction: seeded held-out fraction of source train/good, in (0, 1).
+            train_batch_size: training batch size.
+            eval_batch_size: validation and test batch size.
+            num_workers: DataLoader worker processes (0: load in the main process).
+            cache_limit_mb: memory for decoded images of all splits together; beyond it, read from disk.
+            seed: seed of the train/validation split and of the validation faults.
+            channels: 3 (grey replicated, ImageNet backbones) or 1.
+            resize: one of RESIZE_METHODS (hdmap_train.data.images.resize).
+            normalization: {mode, stats, bounds} (hdmap_train.data.normalization); default mode none.
+            validation: "normal" or "synthetic_faults" (line faults in part of the validation images).
+            validation_faults: {fraction, strength, rows} of the synthetic validation faults.
+            subgroups: rules naming subgroups of every test class (hdmap_train.data.layout.subgroup_names).
+            multiprocessing_context: worker start method: fork, spawn, forkserver or None.
+            min_train_images: fewer training images left after the hold-out stop the run.
+            drop_single_leftover: drop a last training batch of exactly one image (for BatchNorm training).
+            synthetic: a SyntheticSpec as a dict: generate (or reuse) that dataset and use it as the root.
+            cache_dir: where synthetic datasets are generated (one folder per spec).
+        """
         super().__init__()
+        resolved_root = dataset_root(root, synthetic, cache_dir)
         if not 0.0 < val_fraction < 1.0:
             msg = f"data.val_fraction={val_fraction} must lie strictly between 0 and 1 (e.g. 0.1)."
             raise HdmapError(msg)
@@ -340,7 +145,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         if multiprocessing_context not in MP_CONTEXTS:
             msg = f"data.multiprocessing_context={multiprocessing_context} must be fork, spawn, forkserver or null."
             raise HdmapError(msg)
-        self.root = Path(root)
+        self.root = resolved_root
         self.source = domain_folder(source)
         self.targets = [domain_folder(t) for t in targets]
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -367,17 +172,6 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         self.val_data: HDMAPDataset
         self.test_data: dict[str, HDMAPDataset] = {}
 
-    @classmethod
-    def from_config(cls, data: DictConfig, root: Path, source: str, targets: list[str], seed: int) -> "MultiDomainHDMAPDataModule":
-        """Build from the `data` config group (every key except root and synthetic is an argument)."""
-        options = OmegaConf.to_container(data, resolve=True)
-        options.pop("root", None)
-        options.pop("synthetic", None)
-        try:
-            return cls(root, source, targets, seed=seed, **options)
-        except TypeError as exc:
-            raise HdmapError(f"Unknown data option: {exc}. Check the keys under data.") from exc
-
     name = "HDMAP"
 
     @property
@@ -398,7 +192,8 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         if not self.root.is_dir():
             msg = f"Dataset root {self.root} does not exist. Set data.root=<dir> (or HDMAP_ROOT), or use data=synthetic."
             raise HdmapError(msg)
-        train, val = self._split(scan_domain(self.root, self.source, "train"))
+        train_all = scan_domain(self.root, self.source, "train")
+        train, val = split_validation(train_all, self.val_fraction, self.seed, self.min_train_images)
         natives = read_images(list(pd.concat([train, val]).image_path), f"{self.source} train")
         self.statistics = {self.source: PixelStats.of(natives[path] for path in train.image_path)}
         self.normalizers = {domain: self._normalizer(domain) for domain in self.domains}
@@ -435,22 +230,6 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         self.subgroup_warnings = [w for ds in self.test_data.values() for w in subgroup_coverage(ds.samples, self.subgroups)]
         for warning in self.subgroup_warnings:
             log.warning("%s", warning)
-
-    def _split(self, train_all: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Seeded train/validation split of the source train/good images."""
-        order = np.random.default_rng(self.seed).permutation(len(train_all))
-        n_val = max(1, round(len(train_all) * self.val_fraction))
-        if len(train_all) - n_val < self.min_train_images:
-            msg = (
-                f"{self.source} train/good has {len(train_all)} images; holding out {n_val} for validation "
-                f"(data.val_fraction={self.val_fraction}) leaves {len(train_all) - n_val} for training, fewer than "
-                f"data.min_train_images={self.min_train_images}. Lower data.val_fraction or add training images."
-            )
-            raise HdmapError(msg)
-        val = train_all.iloc[np.sort(order[:n_val])].reset_index(drop=True).assign(split="val")
-        train = train_all.iloc[np.sort(order[n_val:])].reset_index(drop=True)
-        val.attrs = train.attrs = dict(train_all.attrs)
-        return train, val
 
     def _normalizer(self, domain: str) -> Normalizer:
         """Normaliser of `domain`: fixed bounds, or statistics of source (or the domain's own) training images."""
@@ -512,13 +291,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
     def summary(self) -> dict:
         """What was loaded and how, for metrics.json (data record)."""
         datasets = [self.train_data, self.val_data, *self.test_data.values()]
-        subgroups = {
-            domain: {
-                str(name): {"good": int((group.label_index == 0).sum()), "fault": int((group.label_index == 1).sum())}
-                for name, group in ds.samples.groupby("subgroup", sort=False)
-            }
-            for domain, ds in self.test_data.items() if "subgroup" in ds.samples
-        }
+        subgroups = {d: subgroup_counts(ds.samples) for d, ds in self.test_data.items() if "subgroup" in ds.samples}
         manifest = manifest_reference(self.root)
         return {
             "root": str(self.root),

@@ -1,7 +1,8 @@
-"""HDMAP-like faults: thin, additive, horizontal bright lines.
+"""HDMAP-like faults on decoded images: thin, additive, horizontal bright lines.
 
 One generator for both the built-in synthetic dataset and the "synthetic faults" validation set, so
-the two share one fault family.
+the two share one fault family. (The CutPaste faults that DRAEM-style models train on are drawn on
+tensor batches by hdmap_train.data.cutpaste.)
 """
 
 from dataclasses import dataclass
@@ -35,7 +36,14 @@ def add_line_faults(
 
 @dataclass(frozen=True)
 class FaultInjector:
-    """Deterministic line faults for validation images: image k always gets the same fault."""
+    """Deterministic line faults for validation images: image k always gets the same fault.
+
+    Args:
+        scale: line amplitude unit, in image units (the source training maximum).
+        strength: line amplitude range, in units of `scale`.
+        rows: line height range in pixel rows (inclusive).
+        seed: with the image index, the seed of each image's fault.
+    """
 
     scale: float  # line amplitude unit, in image units (the source training maximum)
     strength: tuple[float, float] = (0.5, 1.5)

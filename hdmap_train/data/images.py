@@ -1,4 +1,4 @@
-"""Reading HDMAP images without losing amplitude, and resizing them as tensors.
+"""Reading HDMAP images without losing amplitude, resizing them as tensors, and the pipeline between.
 
 Values: 8-bit integers (PNG or TIFF) are divided by 255, 16-bit by 65535, bool is 0/1, float is kept
 as stored (values above 1 stay). Shapes: H x W; H x W x 1 and 1 x H x W are squeezed; colour (RGB or
@@ -6,9 +6,13 @@ RGBA PNG, RGB TIFF with channels first or last) loses its alpha and becomes grey
 channels are identical, else by ITU-R 601 luma. Stacks, volumes, 1-pixel strips, other pixel types,
 NaN/inf and unreadable files raise HdmapError naming the file. `read_images` warns when one split
 mixes kinds (value ranges) or converts colour.
+
+`ImagePipeline` brings decoded images to what a model gets: normalised (hdmap_train.data.normalization)
+and resized, as one float32 tensor, CHUNK images per tensor operation.
 """
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from hdmap_train.data.normalization import Normalizer
 from hdmap_train.errors import HdmapError
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
@@ -27,6 +32,7 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601
 COLOUR = " colour->grey (luminance)"
 RULES = "8-bit /255, 16-bit /65535, bool 0/1, float as stored; colour: alpha dropped, grey = 0.299 R + 0.587 G + 0.114 B (ITU-R 601)"
 TIFF_PHOTOMETRIC = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE, tifffile.PHOTOMETRIC.RGB)  # MINISWHITE: bool only
+CHUNK = 256  # images normalised and resized per tensor operation
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -179,3 +185,31 @@ def resize(images: torch.Tensor, size: tuple[int, int], method: str = "bilinear"
         return F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
     msg = f"data.resize={method} is unknown; choose one of {', '.join(RESIZE_METHODS)}."
     raise HdmapError(msg)
+
+
+@dataclass(frozen=True)
+class ImagePipeline:
+    """Decoded (H, W) arrays -> a normalised (N, 1, *image_size) float32 tensor, CHUNK images per op.
+
+    Args:
+        image_size: (height, width) every image is brought to.
+        resize: one of RESIZE_METHODS (see `resize`).
+        normalizer: the domain's intensity normalisation, applied before resizing.
+    """
+
+    image_size: tuple[int, int]
+    resize: str = "bilinear"
+    normalizer: Normalizer = field(default_factory=Normalizer)
+
+    def __call__(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Normalise and resize `images` (runs of equal native shape go through together)."""
+        out = torch.empty((len(images), 1, *self.image_size), dtype=torch.float32)
+        start = 0
+        while start < len(images):
+            stop = start + 1
+            while stop < len(images) and stop - start < CHUNK and images[stop].shape == images[start].shape:
+                stop += 1
+            batch = torch.from_numpy(np.stack(images[start:stop]))[:, None]
+            out[start:stop] = resize(self.normalizer(batch), self.image_size, self.resize)
+            start = stop
+        return out

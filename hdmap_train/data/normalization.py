@@ -132,6 +132,9 @@ def make_normalizer(mode: str, domain: str, stats: PixelStats | None = None, bou
         raise HdmapError(f"No training images to compute {mode} statistics for {domain}.")
     shift, scale = (stats.minimum, stats.maximum - stats.minimum) if mode == "minmax" else (stats.mean, stats.std)
     if not scale > 0:
-        msg = f"The training images of {domain} are constant ({stats.as_dict()}); {mode} normalisation is undefined. Use data.normalization.mode=none."
+        msg = (
+            f"The training images of {domain} are constant ({stats.as_dict()}); {mode} normalisation is undefined. "
+            "Use data.normalization.mode=none."
+        )
         raise HdmapError(msg)
     return Normalizer(mode, shift, scale)

@@ -44,6 +44,11 @@ class SyntheticSpec:
     fault_strength: tuple[float, float] = (0.5, 1.5)  # line amplitude, in units of the domain's normal scale
     domains: tuple[str, ...] = ("A", "B", "C", "D")
 
+    @classmethod
+    def from_options(cls, options: dict) -> SyntheticSpec:
+        """The spec of a `data.synthetic` config dict (lists become tuples, so equal specs hash alike)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+
 
 @dataclass(frozen=True)
 class _Domain:

@@ -1,11 +1,20 @@
-"""Building anomalib models from the `model` config group."""
+"""Building anomalib models from the `model` config group (`build_model`).
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+baselines.py      anomalib models that only add a validation loss (FastFlow, Dinomaly, STFPM, ...)
+draem.py          DRAEM with configurable widths and a local anomaly source
+patchcore.py      PatchCore with a faster coreset sampler and timed fit phases
+validation.py     the validation-loss and synthetic-fault validation (loss + AUROC) mixins
+components/       parts shared by the DRAEM family (focal DRAEM loss, input-size check, map -> score)
+draem_cutpaste/   DRAEM-CutPaste (lightning model + torch model)
+draem_sevnet/     DRAEM-SevNet (lightning model, torch model with the severity head, loss)
+"""
+
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torchvision.transforms.v2 import Normalize
 
 from hdmap_train.errors import HdmapError

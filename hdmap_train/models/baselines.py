@@ -6,7 +6,8 @@ ValidationLossMixin): where anomalib's torch model returns its training outputs 
 ``self.training`` is set, `training_branch` sets that flag on the top-level torch model alone, so
 every sub-module (BatchNorm, dropout, frozen backbones) stays in eval mode.
 
-Memory-bank models (PaDiM, PatchCore) have no loss and use anomalib's classes directly.
+Memory-bank models (PaDiM, PatchCore) have no loss and use anomalib's classes directly (PatchCore
+through hdmap_train.models.patchcore); DRAEM and its variants live in their own modules.
 
 Weights that anomalib would download from a URL (EfficientAD's teacher and its ImageNette penalty
 images, UniNet's torchvision teachers) are never downloaded: they must already be on disk, or the
@@ -21,14 +22,24 @@ import einops
 import torch
 import torchvision
 from anomalib.data import Batch
-from anomalib.models import Cflow, EfficientAd, Fastflow, Ganomaly, ReverseDistillation, Stfpm, Supersimplenet, UniNet
+from anomalib.models import (
+    Cflow,
+    Dinomaly,
+    EfficientAd,
+    Fastflow,
+    Ganomaly,
+    ReverseDistillation,
+    Stfpm,
+    Supersimplenet,
+    UniNet,
+)
 from anomalib.models.image.cflow.utils import get_logp, positional_encoding_2d
 from anomalib.models.image.efficient_ad.lightning_model import WEIGHTS_DOWNLOAD_INFO
 from torch import nn
 from torch.nn import functional as F
 
 from hdmap_train.errors import HdmapError
-from hdmap_train.models.validation_loss import ValidationLossMixin
+from hdmap_train.models.validation import ValidationLossMixin
 
 
 @contextmanager
@@ -46,6 +57,12 @@ class FixedInputSize:
     """`input_size` from the configured image size (hdmap_train's pre-processor does not resize)."""
 
     def __init__(self, image_size: Sequence[int], **kwargs) -> None:
+        """Keep the image size, then build the anomalib model.
+
+        Args:
+            image_size: (height, width) of the images the datamodule delivers.
+            **kwargs: the anomalib model's arguments.
+        """
         self.image_size = tuple(image_size)  # set first: anomalib's __init__ may read input_size
         super().__init__(**kwargs)
 
@@ -89,6 +106,12 @@ class HDMAPGanomaly(FixedInputSize, ValidationLossMixin, Ganomaly):
     """
 
     def __init__(self, image_size: Sequence[int], **kwargs) -> None:
+        """Check the image size, then build anomalib's Ganomaly.
+
+        Args:
+            image_size: (height, width), square and a power of two.
+            **kwargs: anomalib Ganomaly's arguments.
+        """
         height, width = image_size
         if height != width or height & (height - 1):
             msg = f"GANomaly needs a square power-of-two image size, got model.image_size={list(image_size)}: use e.g. [256,256]."
@@ -111,6 +134,12 @@ class HDMAPSupersimplenet(FixedInputSize, ValidationLossMixin, Supersimplenet):
     """
 
     def __init__(self, image_size: Sequence[int], **kwargs) -> None:
+        """Check the image size, then build anomalib's Supersimplenet.
+
+        Args:
+            image_size: (height, width), both at least 256.
+            **kwargs: anomalib Supersimplenet's arguments.
+        """
         if min(image_size) < 256:
             msg = f"SuperSimpleNet needs images of at least 256x256, got model.image_size={list(image_size)}: use e.g. [256,256]."
             raise HdmapError(msg)
@@ -122,6 +151,22 @@ class HDMAPSupersimplenet(FixedInputSize, ValidationLossMixin, Supersimplenet):
                 images=batch.image, masks=batch.gt_mask, labels=batch.gt_label
             )
         return self.loss(pred_map=anomaly_map, pred_score=anomaly_score, target_mask=masks, target_label=labels)
+
+
+class HDMAPDinomaly(ValidationLossMixin, Dinomaly):
+    """anomalib's Dinomaly; val_loss = mean over layers of 1 - cos(encoder, decoder) features.
+
+    This is the value of anomalib's CosineHardMiningLoss; its hard mining only reweights gradients,
+    so it does not change the loss value and is not needed without a backward pass.
+    """
+
+    def validation_loss(self, batch: Batch) -> torch.Tensor:
+        image = batch.image.type(next(self.model.encoder.parameters()).dtype)
+        encoder, decoder = self.model.get_encoder_decoder_outputs(image)
+        losses = [
+            1 - F.cosine_similarity(en.flatten(1), de.flatten(1)).mean() for en, de in zip(encoder, decoder, strict=True)
+        ]
+        return torch.stack(losses).mean()
 
 
 class HDMAPCflow(ValidationLossMixin, Cflow):
@@ -156,6 +201,13 @@ class HDMAPUniNet(FixedInputSize, ValidationLossMixin, UniNet):
     """UniNet; val_loss = its contrastive + classification loss. Teachers use torchvision weights, found offline."""
 
     def __init__(self, image_size: Sequence[int], teacher_backbone: str = "wide_resnet50_2", **kwargs) -> None:
+        """Check that the teacher's weights are on disk, then build anomalib's UniNet.
+
+        Args:
+            image_size: (height, width) of the images.
+            teacher_backbone: torchvision model whose default ImageNet weights must be in the torch hub cache.
+            **kwargs: anomalib UniNet's other arguments.
+        """
         path = torchvision_weights_file(teacher_backbone)
         if not path.is_file():
             url = torchvision.models.get_model_weights(teacher_backbone).DEFAULT.url
@@ -175,17 +227,22 @@ class HDMAPUniNet(FixedInputSize, ValidationLossMixin, UniNet):
 class HDMAPEfficientAd(ValidationLossMixin, EfficientAd):
     """EfficientAD with a local teacher file and local penalty images; val_loss = loss_st + loss_ae + loss_stae.
 
-    image_size: checked only (the autoencoder's encoder needs at least 256 px per side).
-
-    teacher_weights: the pretrained teacher state dict (pretrained_teacher_<small|medium>.pth from
-    anomalib's efficientad_pretrained_weights.zip). imagenet_dir: an ImageFolder tree of natural images
-    (anomalib uses ImageNette) for the student's penalty term. The validation loss uses the first of
-    these images as its fixed penalty batch.
+    The validation loss uses the first of the penalty images as its fixed penalty batch.
     """
 
     def __init__(
         self, image_size: Sequence[int], teacher_weights: str | Path | None, imagenet_dir: str | Path | None, **kwargs
     ) -> None:
+        """Check the image size and both local assets, then build anomalib's EfficientAd.
+
+        Args:
+            image_size: checked only (the autoencoder's encoder needs at least 256 px per side).
+            teacher_weights: the pretrained teacher state dict (pretrained_teacher_<small|medium>.pth from
+                anomalib's efficientad_pretrained_weights.zip).
+            imagenet_dir: an ImageFolder tree of natural images (anomalib uses ImageNette) for the
+                student's penalty term.
+            **kwargs: anomalib EfficientAd's other arguments (model_size, lr, ...).
+        """
         if min(image_size) < 256:
             msg = f"EfficientAD's autoencoder needs images of at least 256x256, got model.image_size={list(image_size)}."
             raise HdmapError(msg)
@@ -209,6 +266,7 @@ class HDMAPEfficientAd(ValidationLossMixin, EfficientAd):
         self.teacher_weights = Path(teacher_weights)
 
     def prepare_pretrained_model(self) -> None:
+        """Load the teacher from the local file (anomalib's would download it)."""
         state = torch.load(self.teacher_weights, map_location=self.device, weights_only=True)
         self.model.teacher.load_state_dict(state)
 

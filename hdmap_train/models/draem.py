@@ -8,20 +8,17 @@ from anomalib.data import Batch
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from anomalib.models import Draem
 from anomalib.models.components import AnomalibModule
-from anomalib.models.image.draem.torch_model import DiscriminativeSubNetwork, DraemModel, ReconstructiveSubNetwork
+from anomalib.models.image.draem.torch_model import DraemModel
 
 from hdmap_train.errors import HdmapError
-from hdmap_train.models.draem_cutpaste.loss import DraemCutPasteLoss
-from hdmap_train.models.validation_loss import ValidationLossMixin
+from hdmap_train.models.components import DraemFocalLoss, draem_subnetworks
+from hdmap_train.models.validation import ValidationLossMixin
 
 
 class HDMAPDraem(ValidationLossMixin, Draem):
     """anomalib's DRAEM; widths, learning rate and anomaly source are arguments.
 
-    anomaly_source_dir: folder of texture images (e.g. a local copy of DTD). None = procedural Perlin
-    noise textures. Nothing is downloaded (anomalib's Draem would fetch DTD when its folder is missing).
-    focal_alpha: kornia focal-loss alpha; anomalib's DRAEM uses 1.0, which gives normal pixels zero
-    weight in the focal term (kept as the default for fidelity; 0.9 is what DRAEM-CutPaste uses).
+    Nothing is downloaded (anomalib's Draem would fetch DTD when its folder is missing).
     """
 
     def __init__(
@@ -35,29 +32,44 @@ class HDMAPDraem(ValidationLossMixin, Draem):
         focal_alpha: float = 1.0,
         **components,
     ) -> None:
+        """Build the augmenter, the networks and the loss.
+
+        Args:
+            reconstructive_width: base width of the reconstructive sub-network (paper: 128).
+            discriminative_width: base width of the discriminative sub-network (paper: 64).
+            beta: range of the Perlin blend factor of the synthetic anomalies.
+            anomaly_source_dir: folder of texture images (e.g. a local copy of DTD); None = procedural
+                Perlin noise textures.
+            learning_rate: Adam learning rate.
+            lr_milestones: MultiStepLR milestones (epochs), gamma 0.1.
+            focal_alpha: kornia focal-loss alpha; anomalib's DRAEM uses 1.0, which gives normal pixels zero
+                weight in the focal term (kept as the default for fidelity; 0.9 is what DRAEM-CutPaste uses).
+            **components: pre_processor, post_processor, evaluator, visualizer (see AnomalibModule).
+        """
         AnomalibModule.__init__(self, **components)  # not Draem.__init__: it downloads DTD
         if anomaly_source_dir is not None and not Path(anomaly_source_dir).is_dir():
             msg = f"model.module.anomaly_source_dir={anomaly_source_dir} is not a folder. Point it at texture images or set it to null."
             raise HdmapError(msg)
         self.save_hyperparameters(ignore=list(components))
         self.augmenter = PerlinAnomalyGenerator(anomaly_source_path=anomaly_source_dir, blend_factor=tuple(beta))
-        self.model = DraemModel()
-        self.model.reconstructive_subnetwork = ReconstructiveSubNetwork(base_width=reconstructive_width)
-        self.model.discriminative_subnetwork = DiscriminativeSubNetwork(
-            in_channels=6, out_channels=2, base_width=discriminative_width
+        self.model = DraemModel()  # anomalib's default networks first (they draw their initial weights), then replaced
+        self.model.reconstructive_subnetwork, self.model.discriminative_subnetwork = draem_subnetworks(
+            3, reconstructive_width, discriminative_width
         )
-        self.loss = DraemCutPasteLoss(focal_alpha)
+        self.loss = DraemFocalLoss(focal_alpha)
         self.sspcab = False
         self.learning_rate = learning_rate
         self.lr_milestones = list(lr_milestones)
 
     def validation_loss(self, batch: Batch) -> torch.Tensor:
+        """The DRAEM training loss (anomalib's) on the validation batch with seeded Perlin anomalies."""
         augmented, mask = self.augmenter(batch.image)
         reconstruction = self.model.reconstructive_subnetwork(augmented)
         prediction = self.model.discriminative_subnetwork(torch.cat([augmented, reconstruction], dim=1))
         return self.loss(batch.image, reconstruction, mask, prediction)
 
     def configure_optimizers(self):  # noqa: ANN201 - Lightning's optimizer/scheduler lists
+        """Adam with MultiStepLR at lr_milestones."""
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.lr_milestones, gamma=0.1)
         return [optimizer], [scheduler]

@@ -71,6 +71,12 @@ class HDMAPPatchcore(Patchcore):
     """
 
     def __init__(self, coreset_sampler: str = "anomalib", **kwargs) -> None:
+        """Check the sampler choice, then build anomalib's Patchcore.
+
+        Args:
+            coreset_sampler: "anomalib" (KCenterGreedy) or "blocked" (BlockedKCenterGreedy: same indices, faster).
+            **kwargs: anomalib Patchcore's arguments (backbone, layers, coreset_sampling_ratio, num_neighbors, ...).
+        """
         if coreset_sampler not in CORESET_SAMPLERS:
             msg = f"Unknown model.module.coreset_sampler '{coreset_sampler}': use one of {', '.join(CORESET_SAMPLERS)}"
             raise HdmapError(msg)
@@ -79,6 +85,7 @@ class HDMAPPatchcore(Patchcore):
         self.fit_phase_seconds = {"feature_extraction": 0.0, "coreset_selection": 0.0, "memory_bank": 0.0}
 
     def training_step(self, batch, *args, **kwargs) -> torch.Tensor:
+        """The feature extraction of anomalib's training step, timed."""
         start = time.perf_counter()
         loss = super().training_step(batch, *args, **kwargs)
         self.fit_phase_seconds["feature_extraction"] += time.perf_counter() - start

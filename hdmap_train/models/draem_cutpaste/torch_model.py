@@ -2,11 +2,9 @@
 
 import torch
 from anomalib.data import InferenceBatch
-from anomalib.models.image.draem.torch_model import DiscriminativeSubNetwork, ReconstructiveSubNetwork
 from torch import nn
 
-# The discriminative encoder halves the resolution 5 times (the reconstructive one 4 times).
-SIZE_MULTIPLE = 32
+from hdmap_train.models.components import anomaly_map_and_score, draem_subnetworks
 
 
 class DraemCutPasteModel(nn.Module):
@@ -18,12 +16,16 @@ class DraemCutPasteModel(nn.Module):
     """
 
     def __init__(self, reconstructive_width: int = 128, discriminative_width: int = 128, sspcab: bool = False) -> None:
+        """Build both sub-networks.
+
+        Args:
+            reconstructive_width: base width of the reconstructive sub-network.
+            discriminative_width: base width of the discriminative sub-network.
+            sspcab: anomalib's SSPCAB block in the reconstructive encoder.
+        """
         super().__init__()
-        self.reconstructive_subnetwork = ReconstructiveSubNetwork(
-            in_channels=1, out_channels=1, base_width=reconstructive_width, sspcab=sspcab
-        )
-        self.discriminative_subnetwork = DiscriminativeSubNetwork(
-            in_channels=2, out_channels=2, base_width=discriminative_width
+        self.reconstructive_subnetwork, self.discriminative_subnetwork = draem_subnetworks(
+            1, reconstructive_width, discriminative_width, sspcab=sspcab
         )
 
     def reconstruct_and_segment(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,10 +38,11 @@ class DraemCutPasteModel(nn.Module):
     @staticmethod
     def predict(logits: torch.Tensor) -> InferenceBatch:
         """Anomaly map = P(anomalous) per pixel; image score = max of the map."""
-        anomaly_map = torch.softmax(logits, dim=1)[:, 1]
-        return InferenceBatch(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)
+        anomaly_map, score = anomaly_map_and_score(logits)
+        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | InferenceBatch:
+        """(reconstruction, logits) in training mode, anomalib's InferenceBatch in eval mode."""
         reconstruction, logits = self.reconstruct_and_segment(images)
         if self.training:
             return reconstruction, logits

@@ -7,12 +7,12 @@ from anomalib.data import Batch
 from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
+from hdmap_train.data.cutpaste import SeverityCutPasteGenerator
 from hdmap_train.errors import HdmapError
-from hdmap_train.models.draem_cutpaste.lightning_model import check_input_size
-from hdmap_train.models.draem_sevnet.generator import SeverityCutPasteGenerator
+from hdmap_train.models.components import check_input_size
 from hdmap_train.models.draem_sevnet.loss import SEVERITY_LOSSES, DraemSevNetLoss
 from hdmap_train.models.draem_sevnet.torch_model import HEAD_MODES, POOLING_TYPES, SCORE_COMBINATIONS, DraemSevNetModel
-from hdmap_train.models.validation_auroc import SyntheticFaultValidationMixin
+from hdmap_train.models.validation import SyntheticFaultValidationMixin
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -53,6 +53,33 @@ class DraemSevNet(SyntheticFaultValidationMixin, AnomalibModule):
         learning_rate: float = 1e-4,
         **components,
     ) -> None:
+        """Check the choices, then build the fault generator, the network and the loss from their sub-configs.
+
+        The arguments are the flat keys of conf/model/draem_sevnet.yaml (and the checkpoint's hyperparameters).
+
+        Args:
+            reconstructive_width: base width of the reconstructive sub-network (paper: 128).
+            discriminative_width: base width of the discriminative sub-network (paper: 64).
+            channels: 3 (the repeated channels, as in the seed) or 1 (channel 0 only).
+            severity_head_mode: single_scale (act6) or multi_scale (act2..act6).
+            severity_head_pooling_type: gap or spatial_aware.
+            severity_head_hidden_dim: hidden width h of the head's MLP.
+            severity_head_spatial_size: spatial_aware: pooled size s (s x s per scale).
+            severity_head_use_spatial_attention: spatial_aware: an attention map per scale.
+            score_combination: simple_average, weighted_average or maximum of mask score and severity.
+            severity_weight_for_combination: weighted_average: (1 - w) * mask + w * severity.
+            patch_width_range: fault patch width range in pixels; must stay below the image width.
+            patch_ratio_range: fault patch width / height range (> 1 landscape, < 1 portrait).
+            patch_count: patches per faulted image.
+            anomaly_probability: share of training images that get a fault.
+            severity_max: severity ~ U(0, severity_max); normalised severity = raw / severity_max.
+            severity_weight: weight of the severity loss term.
+            severity_loss_type: mse or smooth_l1.
+            focal_alpha: focal-loss weight of the anomalous class (seed: 1.0, which ignores normal pixels).
+            optimizer: adam, adamw or sgd.
+            learning_rate: the optimiser's learning rate.
+            **components: pre_processor, post_processor, evaluator, visualizer (see AnomalibModule).
+        """
         super().__init__(**components)
         self.save_hyperparameters(ignore=list(components))
         choices = {
@@ -69,26 +96,27 @@ class DraemSevNet(SyntheticFaultValidationMixin, AnomalibModule):
         if not 0.0 <= focal_alpha <= 1.0:
             raise HdmapError(f"model.module.focal_alpha={focal_alpha} must lie in [0, 1].")
         self.generator = SeverityCutPasteGenerator(
-            patch_width_range, patch_ratio_range, severity_max, patch_count, anomaly_probability
+            patch_width_range=patch_width_range, patch_ratio_range=patch_ratio_range, severity_max=severity_max,
+            patch_count=patch_count, probability=anomaly_probability,
         )
+        head = {
+            "mode": severity_head_mode,
+            "pooling": severity_head_pooling_type,
+            "hidden_dim": severity_head_hidden_dim,
+            "spatial_size": severity_head_spatial_size,
+            "spatial_attention": severity_head_use_spatial_attention,
+        }
         self.model = DraemSevNetModel(
-            reconstructive_width,
-            discriminative_width,
-            channels,
-            severity_head_mode,
-            severity_head_pooling_type,
-            severity_head_hidden_dim,
-            severity_head_spatial_size,
-            severity_head_use_spatial_attention,
-            severity_max,
-            score_combination,
-            severity_weight_for_combination,
+            reconstructive_width=reconstructive_width, discriminative_width=discriminative_width, channels=channels,
+            head=head, severity_max=severity_max, score_combination=score_combination,
+            severity_weight_for_combination=severity_weight_for_combination,
         )
-        self.loss = DraemSevNetLoss(severity_weight, severity_loss_type, focal_alpha)
+        self.loss = DraemSevNetLoss(severity_weight=severity_weight, severity_loss=severity_loss_type, focal_alpha=focal_alpha)
         self.optimizer_name = optimizer
         self.learning_rate = learning_rate
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Fault the batch, run the networks; log and return the DRAEM + severity loss."""
         del args, kwargs
         check_input_size(batch.image)
         clean = batch.image[:, : self.model.channels]
@@ -99,6 +127,7 @@ class DraemSevNet(SyntheticFaultValidationMixin, AnomalibModule):
         return self.log_training_loss(loss, terms, len(clean))
 
     def synthetic_validation(self, batch: Batch, faulted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total loss, final scores) of the batch with severity-scaled faults in the `faulted` images."""
         check_input_size(batch.image)
         clean = batch.image[:, : self.model.channels]
         faults = self.generator(clean, faulted)
@@ -107,6 +136,7 @@ class DraemSevNet(SyntheticFaultValidationMixin, AnomalibModule):
         return loss, self.model.summarize(reconstruction, logits, severity).final_score
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam (no weight decay), AdamW (1e-4) or SGD (momentum 0.9, 1e-4); no scheduler."""
         params = self.model.parameters()
         if self.optimizer_name == "adamw":
             return torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=1e-4)

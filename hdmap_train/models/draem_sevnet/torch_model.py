@@ -1,12 +1,14 @@
 """DRAEM-SevNet network: anomalib's DRAEM sub-networks plus a severity head on the discriminative encoder."""
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 from anomalib.data import InferenceBatch
-from anomalib.models.image.draem.torch_model import DiscriminativeSubNetwork, ReconstructiveSubNetwork
 from torch import nn
 from torch.nn import functional as F
+
+from hdmap_train.models.components import anomaly_map_and_score, draem_subnetworks
 
 HEAD_MODES = ("single_scale", "multi_scale")
 POOLING_TYPES = ("gap", "spatial_aware")
@@ -43,6 +45,14 @@ class SpatialReducer(nn.Module):
     """Optional spatial attention (1x1 conv -> sigmoid, multiplied in), Conv3x3 + ReLU, adaptive pool to s x s."""
 
     def __init__(self, in_channels: int, out_channels: int, spatial_size: int, attention: bool) -> None:
+        """Build the reducer of one scale.
+
+        Args:
+            in_channels: channels of the encoder activation.
+            out_channels: channels after the 3x3 convolution.
+            spatial_size: s of the s x s adaptive pooling.
+            attention: whether a 1x1-conv sigmoid attention map multiplies the activation first.
+        """
         super().__init__()
         self.attention = nn.Sequential(nn.Conv2d(in_channels, 1, kernel_size=1), nn.Sigmoid()) if attention else None
         self.reduce = nn.Sequential(
@@ -50,6 +60,7 @@ class SpatialReducer(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, out_channels * s * s) flattened features of a (B, in_channels, H, W) activation."""
         if self.attention is not None:
             features = features * self.attention(features)
         return self.reduce(features).flatten(1)
@@ -58,10 +69,9 @@ class SpatialReducer(nn.Module):
 class SeverityHead(nn.Module):
     """One raw severity value per image from discriminative-encoder activations.
 
-    mode: single_scale (act6) or multi_scale (act2..act6).
-    pooling: gap (global average pooling, then MLP [D -> h -> h/2 -> 1]) or spatial_aware (per scale
+    gap pooling: global average pooling, then MLP [D -> h -> h/2 -> 1]. spatial_aware pooling: per scale
     optional attention + Conv3x3 + adaptive pooling to spatial_size^2, then MLP; [h -> h/2 -> 1] for
-    single_scale, [2h -> h -> 1] for multi_scale). No output activation. Linear layers: Xavier-uniform
+    single_scale, [2h -> h -> 1] for multi_scale. No output activation. Linear layers: Xavier-uniform
     weights, zero bias.
     """
 
@@ -75,6 +85,17 @@ class SeverityHead(nn.Module):
         spatial_attention: bool = True,
         dropout: float = 0.1,
     ) -> None:
+        """Build the reducers (spatial_aware) and the MLP.
+
+        Args:
+            discriminative_width: base width of the discriminative network (its activations' widths follow).
+            mode: single_scale (act6) or multi_scale (act2..act6).
+            pooling: gap or spatial_aware.
+            hidden_dim: h of the MLP widths.
+            spatial_size: spatial_aware: pooled size s (s x s per scale).
+            spatial_attention: spatial_aware: an attention map per scale.
+            dropout: dropout after each hidden MLP layer.
+        """
         super().__init__()
         if mode not in HEAD_MODES or pooling not in POOLING_TYPES:
             raise ValueError(f"mode must be one of {HEAD_MODES} and pooling one of {POOLING_TYPES}")
@@ -123,7 +144,6 @@ def combine_scores(mask_score: torch.Tensor, severity: torch.Tensor, combination
 class DraemSevNetModel(nn.Module):
     """DRAEM reconstructive + discriminative sub-networks and a SeverityHead.
 
-    channels: image channels used (3 = the datamodule's repeated channels, as in the seed; 1 = channel 0).
     Training mode returns (reconstruction, mask_logits, head output); eval mode returns anomalib's
     InferenceBatch (pred_score = final_score, anomaly_map); `outputs` gives every value.
     """
@@ -133,24 +153,30 @@ class DraemSevNetModel(nn.Module):
         reconstructive_width: int = 128,
         discriminative_width: int = 64,
         channels: int = 3,
-        head_mode: str = "single_scale",
-        head_pooling: str = "gap",
-        head_hidden_dim: int = 128,
-        head_spatial_size: int = 4,
-        head_spatial_attention: bool = True,
+        head: Mapping[str, Any] | None = None,
         severity_max: float = 1.0,
         score_combination: str = "simple_average",
         severity_weight_for_combination: float = 0.5,
     ) -> None:
+        """Build the sub-networks and the head.
+
+        Args:
+            reconstructive_width: base width of the reconstructive sub-network.
+            discriminative_width: base width of the discriminative sub-network (and of the head's inputs).
+            channels: image channels used (3 = the datamodule's repeated channels, as in the seed; 1 = channel 0).
+            head: keyword arguments of SeverityHead (mode, pooling, hidden_dim, spatial_size, spatial_attention).
+            severity_max: normalised severity = raw severity / severity_max, clamped to [0, 1].
+            score_combination: how mask score and normalised severity combine (see combine_scores).
+            severity_weight_for_combination: the severity's weight for weighted_average.
+        """
         super().__init__()
         if score_combination not in SCORE_COMBINATIONS:
             raise ValueError(f"score combination must be one of {SCORE_COMBINATIONS}, got {score_combination!r}")
         self.channels = channels
-        self.reconstructive_subnetwork = ReconstructiveSubNetwork(channels, channels, base_width=reconstructive_width)
-        self.discriminative_subnetwork = DiscriminativeSubNetwork(2 * channels, 2, base_width=discriminative_width)
-        self.severity_head = SeverityHead(
-            discriminative_width, head_mode, head_pooling, head_hidden_dim, head_spatial_size, head_spatial_attention
+        self.reconstructive_subnetwork, self.discriminative_subnetwork = draem_subnetworks(
+            channels, reconstructive_width, discriminative_width
         )
+        self.severity_head = SeverityHead(discriminative_width, **(head or {}))
         self.severity_max = severity_max
         self.score_combination = score_combination
         self.severity_weight_for_combination = severity_weight_for_combination
@@ -171,14 +197,14 @@ class DraemSevNetModel(nn.Module):
 
     def summarize(self, reconstruction: torch.Tensor, logits: torch.Tensor, severity: torch.Tensor) -> SevNetOutput:
         """Scores from the network outputs; raw severity = max(head, 0), normalised = min(raw / severity_max, 1)."""
-        anomaly_map = torch.softmax(logits, dim=1)[:, 1]
-        mask_score = torch.amax(anomaly_map, dim=(-2, -1))
+        anomaly_map, mask_score = anomaly_map_and_score(logits)
         raw = severity.clamp_min(0)
         normalized = (raw / self.severity_max).clamp(0, 1)
         final = combine_scores(mask_score, normalized, self.score_combination, self.severity_weight_for_combination)
         return SevNetOutput(reconstruction, logits, raw, normalized, mask_score, final, anomaly_map)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | InferenceBatch:
+        """(reconstruction, mask_logits, head output) in training mode, anomalib's InferenceBatch in eval mode."""
         if self.training:
             return self.networks(images)
         out = self.outputs(images)

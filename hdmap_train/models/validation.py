@@ -1,24 +1,58 @@
-"""Validation loss and validation AUROC from synthetic faults injected into held-out normal images.
+"""Validation metrics for models that train by gradient descent, on held-out normal images.
 
-The validation split holds only normal images, so an AUROC needs anomalies: every other validation
-image (global position 0, 2, 4, ... in the fixed validation order) gets a synthetic fault from the
-model's own generator, drawn from a fixed seed per batch. The same images get the same faults every
-epoch, so `val_loss` and `val_image_AUROC` are comparable between epochs. Lightning runs validation
-in eval mode without gradients: BatchNorm statistics and dropout are untouched.
+Lightning runs validation in eval mode without gradients, so BatchNorm running statistics and dropout
+are untouched by validation. Anything a validation metric needs that is random (synthetic anomalies)
+is drawn from a fixed seed per batch (`seeded`), so the metrics are comparable between epochs, without
+disturbing the training random stream.
 
-Only validation_step injects faults. Prediction (the validation threshold, the test sets) scores the
-clean images.
+ValidationLossMixin (anomalib baselines, plain DRAEM): anomalib's DRAEM, Dinomaly and the other
+baselines log only `train_loss`; the mixin adds `val_loss`, computed by the model's
+`validation_loss(batch)`.
+
+SyntheticFaultValidationMixin (DRAEM-CutPaste, DRAEM-SevNet): the validation split holds only normal
+images, so an AUROC needs anomalies: every other validation image (global position 0, 2, 4, ... in the
+fixed validation order) gets a synthetic fault from the model's own generator. The same images get the
+same faults every epoch, so `val_loss` and `val_image_AUROC` are comparable between epochs. Only
+validation_step injects faults; prediction (the validation threshold, the test sets) scores the clean
+images.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
+from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchmetrics.functional.classification import binary_auroc
 
 from hdmap_train.errors import HdmapError
-from hdmap_train.models.validation_loss import seeded
+
+VALIDATION_SEED = 1234  # + the batch index: the seed of each validation batch's random draws
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block with torch's generators (CPU, and `device` if CUDA) seeded, then restore them."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+class ValidationLossMixin:
+    """Put before the anomalib class in the bases: logs `val_loss`, then runs the usual validation step."""
+
+    validation_seed = VALIDATION_SEED
+
+    def validation_loss(self, batch: Batch) -> torch.Tensor:
+        """The training objective evaluated on a validation batch (eval mode, no gradients)."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: Batch, batch_idx: int = 0, *args, **kwargs) -> STEP_OUTPUT:
+        with seeded(self.validation_seed + batch_idx, batch.image.device):
+            loss = self.validation_loss(batch)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
+        return super().validation_step(batch, batch_idx, *args, **kwargs)
 
 
 class SyntheticFaultValidationMixin:
@@ -29,7 +63,7 @@ class SyntheticFaultValidationMixin:
     one-class, trained from scratch on their synthetic faults.
     """
 
-    validation_seed = 1234
+    validation_seed = VALIDATION_SEED
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

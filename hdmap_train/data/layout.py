@@ -1,0 +1,176 @@
+"""The HDMAP folder layout on disk, read into sample tables.
+
+    <root>/domain_X/train/good/*.{png,tif,tiff}
+    <root>/domain_X/test/{good,fault}/*.{png,tif,tiff}
+    <root>/manifest.json          (optional; written by `python -m hdmap_train.prepare`)
+
+`scan_domain` turns one split of one domain into a DataFrame with one row per image (sorted by path),
+the form anomalib's datasets take. Test samples may carry a named subgroup (e.g. cold/warm) chosen by
+`data.subgroups` rules; `manifest_reference` identifies the dataset for metrics.json. Nothing here
+decodes an image.
+"""
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hdmap_train.data.images import IMAGE_EXTENSIONS
+from hdmap_train.errors import HdmapError
+
+SPLITS = {"train": ("good",), "test": ("good", "fault")}
+LABELS = {"good": 0, "fault": 1}
+MANIFEST_KEYS = ("generator", "version", "mapping", "era", "seed", "counts", "normalization", "spec", "created")
+
+
+def domain_folder(domain: str) -> str:
+    """'A' -> 'domain_A' (already prefixed names pass through)."""
+    return domain if domain.startswith("domain_") else f"domain_{domain}"
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Sorted image files (png/tif/tiff, any case) directly in `folder`; raises if none."""
+    if not folder.is_dir():
+        msg = f"Folder {folder} is missing. Expected the HDMAP layout <root>/domain_X/{{train/good,test/good,test/fault}}."
+        raise HdmapError(msg)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        msg = f"Split {folder} is empty: no {'/'.join(IMAGE_EXTENSIONS)} images. Add images or point data.root elsewhere."
+        raise HdmapError(msg)
+    return files
+
+
+def check_subgroups(rules: list[dict] | None) -> list[dict]:
+    """Validate `data.subgroups`: a list of {name, and one of index: [start, stop], fraction: [a, b], pattern: regex}."""
+    checked = []
+    for rule in rules or []:
+        kinds = [k for k in ("index", "fraction", "pattern") if rule.get(k) is not None]
+        if not rule.get("name") or len(kinds) != 1:
+            msg = (
+                f"data.subgroups entry {rule} needs a name and exactly one of index: [start, stop], "
+                "fraction: [from, to] or pattern: <regex on the file name>."
+            )
+            raise HdmapError(msg)
+        if kinds[0] == "pattern":
+            try:
+                re.compile(rule["pattern"])
+            except re.error as exc:
+                raise HdmapError(f"data.subgroups pattern {rule['pattern']!r} is not a valid regex: {exc}.") from exc
+        elif len(rule[kinds[0]]) != 2:
+            raise HdmapError(f"data.subgroups {kinds[0]} {rule[kinds[0]]} must be [start, stop] (stop may be null).")
+        checked.append(dict(rule))
+    return checked
+
+
+def subgroup_names(files: list[Path], rules: list[dict]) -> list[str]:
+    """Subgroup of each file of one test class (files in sorted order); the first matching rule wins.
+
+    index: [start, stop) of the file's position in its class folder (stop null: to the end);
+    fraction: the same with positions floor(from * n) .. floor(to * n); pattern: re.search on the
+    file name. Files matching no rule are "other".
+    """
+    n = len(files)
+    names = []
+    for position, path in enumerate(files):
+        name = "other"
+        for rule in rules:
+            if rule.get("pattern") is not None:
+                hit = re.search(rule["pattern"], path.name) is not None
+            else:
+                start, stop = rule["index"] if rule.get("index") is not None else (
+                    int(np.floor(rule["fraction"][0] * n)), int(np.floor(rule["fraction"][1] * n))
+                )
+                hit = start <= position < (n if stop is None else stop)
+            if hit:
+                name = rule["name"]
+                break
+        names.append(name)
+    return names
+
+
+def scan_domain(root: Path, domain: str, split: str, subgroups: list[dict] | None = None) -> pd.DataFrame:
+    """One row per image of `split` in `domain`: image_path, label_index, split, domain, mask_path
+    (+ subgroup for test splits when subgroup rules are given).
+    """
+    folder = root / domain_folder(domain)
+    if not folder.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        msg = f"Domain folder {folder} is missing (found: {', '.join(found) or 'nothing'}). Check data.root and domain=."
+        raise HdmapError(msg)
+    rows = []
+    for label in SPLITS[split]:
+        files = list_images(folder / split / label)
+        groups = subgroup_names(files, subgroups) if subgroups and split == "test" else [None] * len(files)
+        for path, group in zip(files, groups, strict=True):
+            row = {"image_path": str(path), "label_index": LABELS[label], "split": split, "domain": domain_folder(domain), "mask_path": ""}
+            if group is not None:
+                row["subgroup"] = group
+            rows.append(row)
+    samples = pd.DataFrame(rows).sort_values("image_path", ignore_index=True)
+    samples.attrs["task"] = "classification"
+    return samples
+
+
+def split_validation(
+    train_all: pd.DataFrame, val_fraction: float, seed: int, min_train_images: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded (train, validation) split of one domain's train/good samples; validation rows get split "val".
+
+    Raises when fewer than `min_train_images` would be left for training.
+    """
+    order = np.random.default_rng(seed).permutation(len(train_all))
+    n_val = max(1, round(len(train_all) * val_fraction))
+    if len(train_all) - n_val < min_train_images:
+        msg = (
+            f"{train_all.domain.iloc[0]} train/good has {len(train_all)} images; holding out {n_val} for validation "
+            f"(data.val_fraction={val_fraction}) leaves {len(train_all) - n_val} for training, fewer than "
+            f"data.min_train_images={min_train_images}. Lower data.val_fraction or add training images."
+        )
+        raise HdmapError(msg)
+    val = train_all.iloc[np.sort(order[:n_val])].reset_index(drop=True).assign(split="val")
+    train = train_all.iloc[np.sort(order[n_val:])].reset_index(drop=True)
+    val.attrs = train.attrs = dict(train_all.attrs)
+    return train, val
+
+
+def subgroup_coverage(samples: pd.DataFrame, rules: list[dict]) -> list[str]:
+    """Warnings for subgroups that come out empty or cover a whole test class of one domain (e.g. a test set
+    under 500 images per class leaves the default `warm` subgroup empty).
+    """
+    if not rules or "subgroup" not in samples:
+        return []
+    warnings = []
+    for label, label_name in ((0, "good"), (1, "fault")):
+        names = samples.loc[samples.label_index == label, "subgroup"]
+        where = f"{samples.domain.iloc[0]} test/{label_name} ({len(names)} images)"
+        for rule in rules:
+            count = int((names == rule["name"]).sum())
+            if count == 0:
+                warnings.append(f"Subgroup '{rule['name']}' is empty in {where}; check data.subgroups.")
+            elif count == len(names):
+                warnings.append(f"Subgroup '{rule['name']}' covers the whole of {where}; check data.subgroups.")
+    return warnings
+
+
+def subgroup_counts(samples: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """{subgroup: {"good": n, "fault": n}} of one test set, in order of first appearance."""
+    return {
+        str(name): {"good": int((group.label_index == 0).sum()), "fault": int((group.label_index == 1).sum())}
+        for name, group in samples.groupby("subgroup", sort=False)
+    }
+
+
+def manifest_reference(root: Path) -> dict | None:
+    """Path, sha256 and the identifying fields (mapping, seed, counts, ...) of <root>/manifest.json."""
+    path = root / "manifest.json"
+    if not path.is_file():
+        return None
+    raw = path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise HdmapError(f"{path} is not valid JSON ({exc}); re-run `python -m hdmap_train.prepare` or remove it.") from exc
+    return {"path": str(path), "sha256": hashlib.sha256(raw).hexdigest(), **{k: manifest[k] for k in MANIFEST_KEYS if k in manifest}}

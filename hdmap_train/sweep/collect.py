@@ -1,0 +1,156 @@
+"""Read a sweep directory: one summary row per job folder (success, failed, missing, unreadable), with its
+overrides, condition and the records of the readable jobs.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from hdmap_train.errors import HdmapError
+from hdmap_train.evaluation import transfer_metrics
+from hdmap_train.job_names import RESULT_NEUTRAL_OVERRIDE_KEYS, covered, override_key
+from hdmap_train.sweep.conditions import condition_table, interpolation_links, lookup
+
+log = logging.getLogger(__name__)
+FIRST_COLUMNS = ["job", "condition", "model", "source", "seed", "status", "source_AUROC", "source_F1"]
+SHIFT_COLUMNS = ["avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio"]
+LAST_COLUMNS = [*SHIFT_COLUMNS, "transfer_ratio_note", "fit_seconds", "error"]
+OVERRIDE_PREFIX = "override."  # summary.csv column of a job override: override.<key>, e.g. override.model.max_epochs
+
+
+@dataclass
+class Sweep:
+    """What collect() read: the summary table (one row per job), the readable records by job, the condition columns."""
+
+    table: pd.DataFrame
+    records: dict[str, dict]
+    condition_columns: list[str]
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Folders of the sweep's jobs: those holding Hydra's .hydra/ folder or a file named exactly metrics.json (any depth).
+
+    A record kept aside under another name (metrics.corrupt-<time>.json) does not make a folder a job.
+    """
+    found = {path.parent for path in sweep_dir.rglob(".hydra") if path.is_dir()}
+    found |= {path.parent for path in sweep_dir.rglob("metrics.json") if path.is_file()}
+    return sorted(found)
+
+
+def short_domain(domain: str) -> str:
+    """domain_A -> A."""
+    return domain.removeprefix("domain_")
+
+
+def record_row(record: dict) -> dict:
+    """One summary row from a metrics.json record (successful or failed)."""
+    error = (record.get("error") or "").strip()
+    row = {
+        "model": record["condition"]["model"],
+        "source": short_domain(record["source_domain"]),
+        "seed": (record["condition"].get("config") or {}).get("seed"),
+        "status": record["status"],
+        "error": error.splitlines()[0] if error else "",
+        "fit_seconds": (record.get("training_info") or {}).get("fit_seconds"),
+    }
+    if record["status"] != "success":
+        return row
+    source_auroc = record["source_results"]["image_AUROC"]
+    shift = transfer_metrics(source_auroc, [r["image_AUROC"] for r in record["target_results"].values()])
+    row |= {"source_AUROC": source_auroc, "source_F1": record["source_results"]["image_F1Score"],
+            **{key: shift[key] for key in [*SHIFT_COLUMNS, "transfer_ratio_note"]}}
+    for domain, result in record["target_results"].items():
+        row[f"AUROC_{short_domain(domain)}"] = result["image_AUROC"]
+        row[f"F1_{short_domain(domain)}"] = result["image_F1Score"]
+    return row
+
+
+def written_config(job_dir: Path) -> dict:
+    """The job's .hydra/config.yaml as written (interpolations unresolved); {} if absent or unreadable."""
+    config_file = job_dir / ".hydra" / "config.yaml"
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+    except FileNotFoundError:
+        return {}
+    except Exception as exc:  # a corrupt config.yaml only loses model, source and the interpolation links
+        log.warning("%s is unreadable (%s); its job is listed without model and source", config_file, exc)
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def config_row(config: dict) -> dict:
+    """model/source from the job's written config, for a job without a readable record ({} if none)."""
+    return {"model": lookup(config, "model.name"), "source": lookup(config, "domain.source")} if config else {}
+
+
+def unreadable_row(metrics: Path, exc: Exception, config: dict) -> dict:
+    """A job whose metrics.json cannot be read or is not a run record (truncated, corrupt, hand-edited)."""
+    problem = str(exc).splitlines()[0] if str(exc) else ""
+    error = (f"{metrics} is unreadable ({type(exc).__name__}{': ' + problem if problem else ''}); "
+             "re-run the sweep into the same hydra.sweep.dir to train this job again")
+    return {"status": "unreadable", "error": error, **config_row(config)}
+
+
+def read_job(job_dir: Path, config: dict) -> tuple[dict, dict | None]:
+    """The summary row of one job folder and its record (None when missing or unreadable); config: written_config."""
+    metrics = job_dir / "metrics.json"
+    if not metrics.is_file():  # running, killed, or stopped before its run started
+        return {"status": "missing", "error": "no metrics.json", **config_row(config)}, None
+    try:
+        record = json.loads(metrics.read_text())
+        return record_row(record), record
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        return unreadable_row(metrics, exc, config), None
+
+
+def job_overrides(job_dir: Path) -> dict[str, str]:
+    """The job's overrides from .hydra/overrides.yaml as {override.<key>: value}, result-neutral keys left out."""
+    overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        return {}
+    try:
+        lines = OmegaConf.to_container(OmegaConf.load(overrides_file))
+        if not isinstance(lines, list):
+            raise ValueError("not a list of overrides")
+    except Exception as exc:
+        log.warning("%s is unreadable (%s); its job is listed without its overrides", overrides_file, exc)
+        return {}
+    columns = {}
+    for line in map(str, lines):
+        key = override_key(line)
+        if not covered(key, RESULT_NEUTRAL_OVERRIDE_KEYS):
+            value = line.split("=", 1)[1] if "=" in line else "(deleted)" if line.startswith("~") else ""
+            columns[OVERRIDE_PREFIX + key] = value
+    return columns
+
+
+def collect(sweep_dir: Path) -> Sweep:
+    """Every job folder of the sweep directory as a summary row (summary.csv column order), grouped into conditions."""
+    if not sweep_dir.is_dir():
+        raise HdmapError(f"Sweep directory {sweep_dir} does not exist: pass a folder such as multirun/<date>/<time>.")
+    rows, records, links = [], {}, {}
+    for job_dir in job_dirs(sweep_dir):
+        job = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name
+        config = written_config(job_dir)
+        links |= interpolation_links(config)
+        row, record = read_job(job_dir, config)
+        rows.append({"job": job, **job_overrides(job_dir), **row})
+        if record is not None:
+            records[job] = record
+    if not rows:
+        msg = f"{sweep_dir} holds no job folders (.hydra/ or metrics.json): pass a sweep directory such as multirun/<date>/<time>."
+        raise HdmapError(msg)
+    table = pd.DataFrame(rows)
+    table["seed"] = pd.to_numeric(table.get("seed"), errors="coerce").astype("Int64")  # integers, also beside missing jobs
+    configs = [(records.get(job) or {}).get("condition", {}).get("config") for job in table["job"]]
+    conditions = condition_table(table.get("model", pd.Series(index=table.index, dtype=object)).tolist(), configs, links)
+    table = pd.concat([table, conditions], axis=1)
+    condition_columns = [c for c in conditions.columns if c != "condition"]
+    override_columns = sorted(c for c in table.columns if c.startswith(OVERRIDE_PREFIX))
+    domain_columns = sorted((c for c in table.columns if c.startswith(("AUROC_", "F1_"))), key=lambda c: (c.split("_", 1)[1], c[0]))
+    order = FIRST_COLUMNS[:1] + override_columns + FIRST_COLUMNS[1:2] + condition_columns + FIRST_COLUMNS[2:] + domain_columns
+    return Sweep(table.reindex(columns=order + LAST_COLUMNS), records, condition_columns)

@@ -1,0 +1,65 @@
+"""results_long.csv: one row per successful job x evaluated domain x subgroup ('' = the whole domain) x metric,
+each with its provenance (project commit, device, dataset manifest sha256, package versions).
+"""
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from hdmap_train.evaluation import PAUC_KEY
+from hdmap_train.sweep.collect import Sweep, short_domain
+from hdmap_train.sweep.conditions import lookup
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+LONG_METRICS = (
+    "image_AUROC", "image_AUPR", PAUC_KEY, "image_F1Score", "image_precision", "image_recall", "image_accuracy",
+    "image_FPR", "oracle_F1Score", "TPR_at_FPR_1pct", "TPR_at_FPR_5pct",
+)
+VERSION_PREFIX = "version."  # results_long.csv column of a package version: version.<package>, e.g. version.torch
+
+
+def project_commit(project_dir: Path = PROJECT_DIR) -> str:
+    """`git rev-parse HEAD` of the project folder; '' when it is no git checkout or git is missing."""
+    try:
+        done = subprocess.run(["git", "-C", str(project_dir), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def provenance(record: dict, commit: str) -> dict:
+    """Where one job's numbers come from: commit, device (trainer.accelerator), dataset sha256, package versions."""
+    manifest = (record.get("data") or {}).get("manifest") or {}
+    return {
+        "commit": commit,
+        "device": lookup(record["condition"].get("config") or {}, "trainer.accelerator") or "",
+        "dataset_sha256": manifest.get("sha256") or "",
+        **{VERSION_PREFIX + name: value for name, value in (record.get("versions") or {}).items()},
+    }
+
+
+def evaluated(record: dict) -> list[tuple[str, str, dict]]:
+    """(domain, subgroup, metrics) of the source and every target domain, each domain followed by its subgroups."""
+    results = {short_domain(record["source_domain"]): record["source_results"]}
+    results |= {short_domain(domain): result for domain, result in record["target_results"].items()}
+    return [(domain, name, metrics) for domain, result in results.items()
+            for name, metrics in [("", result), *(result.get("subgroups") or {}).items()]]
+
+
+def long_table(sweep: Sweep, commit: str | None = None) -> pd.DataFrame:
+    """results_long.csv of the sweep's successful jobs (commit: project_commit() unless given)."""
+    commit = project_commit() if commit is None else commit
+    identity = ["job", "condition", *sweep.condition_columns, "model", "source"]
+    rows = []
+    for job in sweep.table[sweep.table["status"] == "success"].to_dict("records"):
+        record = sweep.records[job["job"]]
+        fixed = {key: job[key] for key in identity}
+        origin = provenance(record, commit)
+        for target, subgroup, metrics in evaluated(record):
+            base = {**fixed, "target": target, "subgroup": subgroup, "seed": job["seed"]}
+            rows += [{**base, "metric": metric, "value": metrics.get(metric), **origin} for metric in LONG_METRICS]
+    versions = sorted({key for row in rows for key in row if key.startswith(VERSION_PREFIX)})
+    columns = [*identity, "target", "subgroup", "seed", "metric", "value", "commit", "device", "dataset_sha256", *versions]
+    return pd.DataFrame(rows, columns=columns)

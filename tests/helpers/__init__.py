@@ -1,0 +1,1 @@
+"""Shared test helpers: configs (config.py) and runners (runs.py). Test files import these, never each other."""
