@@ -55,3 +55,9 @@ def test_synthetic_data_and_quickstart_compose(tmp_path: Path) -> None:
 def test_hdmap_root_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HDMAP_ROOT", "/somewhere/HDMAP")
     assert compose_cfg([], tmp_path).data.root == "/somewhere/HDMAP"
+
+
+def test_run_folder_is_named_by_the_condition_name(tmp_path: Path) -> None:
+    run_dir = compose_cfg(["experiment=quickstart"], tmp_path).hydra.run.dir
+    assert run_dir.endswith("_quickstart_draem_A")
+    assert compose_cfg(["model=patchcore", "domain=B"], tmp_path).hydra.run.dir.endswith("_patchcore_B")

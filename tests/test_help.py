@@ -48,7 +48,7 @@ def test_train_help_teaches(train_help: str) -> None:
     assert train_help.startswith("hdmap_train: train an anomalib anomaly-detection model on one HDMAP domain")
     for text in ("== Everyday use ==", "python -m hdmap_train --multirun model=draem,patchcore domain=A,B,C,D",
                  "hparams_search=draem_optuna", "--cfg job", "python -m hdmap_train.report",
-                 "outputs/<date>/<time>_<model>_<domain>/", "metrics.json", "predictions.csv", "plots/",
+                 "outputs/<date>/<time>_<name>/", "metrics.json", "predictions.csv", "plots/",
                  "multirun/<date>/<time>/", "summary.csv", "summary.md", "summary.png"):
         assert text in train_help, text
     groups = train_help.split("== Config groups", 1)[1].split("\n== ", 1)[0]
