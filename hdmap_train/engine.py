@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hdmap_train.callbacks import PredictionCollector, TrainingHistory
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
+from hdmap_train.efficiency import StepTimer
 
 
 class RunEngine(Engine):
@@ -84,11 +85,13 @@ def predict_all(engine: Engine, model: L.LightningModule, datamodule: MultiDomai
     """Predict validation and every test set with the best checkpoint, streaming scores into a collector.
 
     Predictions are not returned by the trainer (return_predictions=False): only scores and the few
-    grid examples per domain stay in memory, whatever the test-set size.
+    grid examples per domain stay in memory, whatever the test-set size. A StepTimer (before the collector,
+    so collecting is not timed) times each batch for hdmap_train.efficiency.run_efficiency.
     """
     test_loaders = datamodule.test_dataloaders()
     collector = PredictionCollector(["validation", *test_loaders], example_names=list(test_loaders))
-    engine.trainer.callbacks.append(collector)
+    engine._setup_trainer(model)  # what predict() does first; an engine that never fitted (evaluate) has no trainer yet
+    engine.trainer.callbacks.extend([StepTimer(), collector])
     loaders = [datamodule.val_dataloader(), *test_loaders.values()]
     engine.predict(model=model, dataloaders=loaders, ckpt_path=ckpt, return_predictions=False)
     return collector

@@ -27,6 +27,7 @@ RESULT_NEUTRAL_OVERRIDE_KEYS = (
     "ckpt_path",                    # where training resumes from, not what it trains
     "optimized_metric",             # what a sweep job returns to the sweeper
     "gpus_per_job",
+    "jobs_per_gpu",
     "evaluation.plots",             # pictures only
     "trainer.enable_progress_bar",
     "data.num_workers",

@@ -76,7 +76,11 @@ class RunRecord(TypedDict, total=False):
     source_results: DomainResult
     target_results: dict[str, DomainResult]
     avg_target_auroc: float | None
+    hmean_target_auroc: float | None  # harmonic mean of the target AUROCs
+    hmean_auroc: float | None  # harmonic mean over source and targets
     transfer_ratio: float | None
+    transfer_ratio_note: str | None  # why transfer_ratio is null (source AUROC at or below chance)
+    efficiency: dict  # hdmap_train.efficiency.run_efficiency: parameters, inference images/s, peak memory, memory bank
 
 
 def new_record(cfg: DictConfig, run_dir: Path, source_domain: str, versions: dict[str, str]) -> RunRecord:

@@ -1,0 +1,49 @@
+"""bench/gpu.py: its Markdown table on a CPU (--tiny), and at paper size on a GPU."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
+COLUMNS = ["model", "image size", "batch", "precision", "parameters (M)", "trainable (M)", "train img/s", "data wait %",
+           "fit s", "infer img/s", "peak MiB"]
+
+
+def bench_table(tmp_path: Path, *args: str) -> dict[str, dict[str, str]]:
+    """Run bench/gpu.py with `args`, check stdout and --out agree, and return its rows by model."""
+    out = tmp_path / "gpu.md"
+    result = subprocess.run([sys.executable, str(BENCH), *args, "--out", str(out)], capture_output=True, text=True, timeout=600,
+                            check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = out.read_text()
+    assert table in result.stdout
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == COLUMNS and lines[1] == "|" + "---|" * len(COLUMNS)
+    rows = [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True)) for line in lines[2:]]
+    return {row["model"]: row for row in rows}
+
+
+@pytest.mark.slow
+def test_tiny_bench_writes_its_table_on_a_cpu(tmp_path: Path) -> None:
+    rows = bench_table(tmp_path, "--tiny", "--models", "draem", "patchcore", "--n-train", "20", "--n-test", "4",
+                       "--train-batches", "2", "--warmup", "1")
+    assert list(rows) == ["draem", "patchcore"]
+    assert rows["draem"]["image size"] == "32x96" and rows["draem"]["precision"] == "32-true"
+    assert float(rows["draem"]["trainable (M)"]) == float(rows["draem"]["parameters (M)"]) > 0
+    assert float(rows["patchcore"]["trainable (M)"]) == 0  # a memory bank: nothing optimised
+    for row in rows.values():
+        assert all(float(row[column]) > 0 for column in ("train img/s", "fit s", "infer img/s", "peak MiB"))
+        assert 0 <= float(row["data wait %"]) < 100
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_paper_size_bench_on_a_gpu(tmp_path: Path) -> None:
+    rows = bench_table(tmp_path, "--random-weights", "--models", "draem", "patchcore", "dinomaly", "--n-train", "200", "--n-test", "32")
+    assert {model: row["precision"] for model, row in rows.items()} == {"draem": "32-true", "patchcore": "32-true", "dinomaly": "16-mixed"}
+    assert rows["draem"]["image size"] == "224x224" and all(float(row["peak MiB"]) > 0 for row in rows.values())
