@@ -34,11 +34,24 @@ class Sweep:
 def job_dirs(sweep_dir: Path) -> list[Path]:
     """Folders of the sweep's jobs: those holding Hydra's .hydra/ folder or a file named exactly metrics.json (any depth).
 
-    A record kept aside under another name (metrics.corrupt-<time>.json) does not make a folder a job.
+    A record kept aside under another name (metrics.corrupt-<time>.json) does not make a folder a job, nor does
+    an output folder of `python -m hdmap_train.prepare` (outputs/prepare/<date>/<time>/), nor a re-evaluation
+    inside a job (<job>/evaluations/<time>/ of `python -m hdmap_train.evaluate`: pass it as a directory of its own).
     """
     found = {path.parent for path in sweep_dir.rglob(".hydra") if path.is_dir()}
     found |= {path.parent for path in sweep_dir.rglob("metrics.json") if path.is_file()}
-    return sorted(found)
+    return sorted(folder for folder in found if not is_prepare_output(folder) and not is_evaluation_inside(folder, found))
+
+
+def is_evaluation_inside(folder: Path, jobs: set[Path]) -> bool:
+    """<job>/evaluations/<name>/ below another job folder of the same search."""
+    return folder.parent.name == "evaluations" and folder.parent.parent in jobs
+
+
+def is_prepare_output(folder: Path) -> bool:
+    """A folder with prepare.log and neither metrics.json nor a training config (one with a model) in .hydra/."""
+    return ((folder / "prepare.log").is_file() and not (folder / "metrics.json").is_file()
+            and "model" not in written_config(folder))
 
 
 def short_domain(domain: str) -> str:

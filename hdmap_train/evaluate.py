@@ -1,0 +1,312 @@
+"""`python -m hdmap_train.evaluate run=<run dir> [out=<dir>] [from_predictions=true] [key=value ...]`: evaluate a
+finished run again (other data, other domains, another threshold quantile, other subgroups) into a new directory.
+
+The config is the run's own (metrics.json condition.config, as resolved when it ran) with Hydra-style
+overrides on top. The best checkpoint (record best_checkpoint) predicts the test sets; the threshold is the
+run's validation threshold, or with evaluation.threshold_quantile=q the q quantile of the run's validation
+scores (validation_scores.csv). The new directory (default <run>/evaluations/<time>/) gets a metrics.json of
+the run's schema with `evaluated_from` (the run) and `best_checkpoint`, predictions.csv, validation_scores.csv
+and plots/; nothing of the run is changed.
+
+from_predictions=true needs no model: from the run's predictions.csv it recomputes every metric for a new
+evaluation.threshold_quantile (from validation_scores.csv), new data.subgroups rules and fewer domain.targets.
+
+Only light modules are imported until the arguments are checked; torch and anomalib only to predict.
+"""
+
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hdmap_train.errors import HdmapError
+from hdmap_train.job_names import covered
+from hdmap_train.run_dir import RunRecord, new_record
+from hdmap_train.train import VALIDATION_SCORES, check_config, record_results, validation_table
+
+log = logging.getLogger(__name__)
+USAGE = """usage: python -m hdmap_train.evaluate run=<run dir> [out=<new dir>] [from_predictions=true] [key=value ...]
+  e.g. run=outputs/2026-11-22/10-00-00_draem_A data.root=/data/HDMAP/1000_tiff_minmax domain.targets=[B,C]
+       run=<run dir> from_predictions=true evaluation.threshold_quantile=0.95"""
+ARGUMENTS = ("run", "out", "from_predictions")
+# What from_predictions=true can recompute without the model.
+PREDICTION_KEYS = ("evaluation.threshold_quantile", "evaluation.plots", "domain.targets", "data.subgroups")
+# Data keys that leave the validation split as it was (the run's validation scores stay valid).
+TEST_ONLY_KEYS = ("data.subgroups", "data.eval_batch_size", "data.num_workers", "data.cache_limit_mb",
+                  "data.multiprocessing_context")
+_ABSENT = object()
+
+
+def parse_arguments(args: list[str]) -> tuple[dict, list]:
+    """run/out/from_predictions and the config overrides (Hydra's override grammar); HdmapError on bad usage."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except OverrideParseException as exc:
+        raise HdmapError(str(exc).splitlines()[0]) from None
+    options, overrides = {}, []
+    for override in parsed:
+        if override.is_sweep_override() or override.is_delete() or override.package is not None:
+            raise HdmapError(f"{override.input_line}: evaluate takes single key=value (or +key=value) overrides only")
+        if override.key_or_group in ARGUMENTS:
+            options[override.key_or_group] = override.value()
+        else:
+            overrides.append(override)
+    if not options.get("run"):
+        raise HdmapError("run=<run dir> is required")
+    if not isinstance(options.get("from_predictions", False), bool):
+        raise HdmapError(f"from_predictions={options['from_predictions']} must be true or false")
+    return options, overrides
+
+
+def finished_record(run_dir: Path) -> RunRecord:
+    """The run's metrics.json, which must say success (read only: an unreadable one is reported, never moved)."""
+    path = run_dir / "metrics.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HdmapError(f"{path} cannot be read ({exc}): run= must be a run directory holding metrics.json.") from None
+    if record.get("status") != "success":
+        raise HdmapError(f"{run_dir} is not a finished run (status {record.get('status')}): only successful runs are evaluated.")
+    return record
+
+
+def apply_overrides(config: dict, overrides: list) -> DictConfig:
+    """The run's resolved config (its hydra node left out) with the overrides on top.
+
+    key=value must name an existing key, +key=value a new one; data.root on a run of data=synthetic also clears
+    data.synthetic (which would otherwise win).
+    """
+    cfg = OmegaConf.create({key: value for key, value in config.items() if key != "hydra"})
+    for override in overrides:
+        key, exists = override.key_or_group, OmegaConf.select(cfg, override.key_or_group, default=_ABSENT) is not _ABSENT
+        if override.is_add() and exists and not override.is_force_add():
+            raise HdmapError(f"+{key}: the run's config already has {key}; drop the '+' to change it.")
+        if not override.is_add() and not exists:
+            raise HdmapError(f"{key} is not a key of the run's config: check the spelling, or add it with +{key}=...")
+        OmegaConf.update(cfg, key, override.value(), merge=False, force_add=True)
+    keys = [override.key_or_group for override in overrides]
+    if "data.root" in keys and "data.synthetic" not in keys and cfg.data.get("synthetic") is not None:
+        cfg.data.synthetic = None
+    return cfg
+
+
+def new_directory(run_dir: Path, out: str | None) -> Path:
+    """The new directory: out= (which must not exist, or be empty), or <run>/evaluations/<time>[_n]; created."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise HdmapError(f"out={path} exists and is not empty: evaluate writes into a new directory, choose another out=.")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = run_dir / "evaluations" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for n in range(1, 1000):
+        path = stamp if n == 1 else stamp.with_name(f"{stamp.name}_{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise HdmapError(f"Cannot create a new directory under {run_dir / 'evaluations'}; pass out=<dir>.")
+
+
+def best_checkpoint(run_dir: Path, record: RunRecord) -> Path:
+    """The run's best checkpoint: as recorded, or under <run>/checkpoints/ when the run was moved."""
+    recorded = Path(record.get("best_checkpoint") or "best.ckpt")
+    for path in (recorded, run_dir / "checkpoints" / recorded.name):
+        if path.is_file():
+            return path
+    raise HdmapError(f"The best checkpoint {recorded} of {run_dir} is missing (also under {run_dir / 'checkpoints'}); "
+                     "without it only from_predictions=true works.")
+
+
+def stored_validation(run_dir: Path):
+    """The run's validation Scores from validation_scores.csv (float32, as predicted), or None without the file."""
+    import numpy as np
+    import pandas as pd
+
+    from hdmap_train.evaluation import Scores
+
+    path = run_dir / VALIDATION_SCORES
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"image_path": str, "label": int, "anomaly_score": np.float32})
+    return Scores(frame["anomaly_score"].to_numpy(), frame["label"].to_numpy(), frame["image_path"].tolist())
+
+
+def run_threshold(run_record: RunRecord) -> tuple:
+    """(validation Scores, quantile) that make evaluate_domains apply exactly the run's own threshold: one score,
+    the threshold itself, of which every quantile is that threshold.
+    """
+    import numpy as np
+
+    from hdmap_train.evaluation import Scores
+
+    stored = run_record["validation"]
+    return Scores(np.array([float(stored["threshold"])]), np.array([0]), [""]), stored["threshold_quantile"]
+
+
+def predict_again(cfg: DictConfig, checkpoint: Path, out_dir: Path, record: RunRecord) -> tuple:
+    """Predict validation and test sets of cfg's data with the checkpoint: (collector, {domain: test samples})."""
+    import lightning as L
+
+    from hdmap_train.data.datamodule import build_datamodule
+    from hdmap_train.engine import build_engine, predict_all
+    from hdmap_train.models import build_model
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg.data, cfg.domain, cfg.seed)
+    datamodule.setup()
+    record["data"] = datamodule.summary()
+    engine, _, _ = build_engine(cfg, out_dir)
+    collector = predict_all(engine, build_model(cfg.model), datamodule, str(checkpoint))
+    return collector, {domain: dataset.samples for domain, dataset in datamodule.test_data.items()}
+
+
+def regrouped(frame, rules: list) -> list[str]:
+    """Each predictions.csv row's subgroup under new data.subgroups rules, as the folder scan assigns them ('' for none)."""
+    from hdmap_train.data.layout import check_subgroups, subgroup_names
+
+    rules = check_subgroups(rules)
+    names = {}
+    if rules:
+        for _, rows in frame.groupby(["domain", "label"]):
+            paths = sorted(rows["image_path"])
+            names |= dict(zip(paths, subgroup_names([Path(p) for p in paths], rules), strict=True))
+    return [names.get(path, "") for path in frame["image_path"]]
+
+
+def predictions_again(run_dir: Path, cfg: DictConfig, source: str, regroup: bool) -> tuple[dict, dict]:
+    """The run's predictions.csv as evaluate_domains' inputs ({domain: Scores}, {domain: samples}) for source +
+    cfg.domain.targets, with subgroups recomputed from cfg.data.subgroups when `regroup`.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from hdmap_train.data.layout import domain_folder
+    from hdmap_train.evaluation import Scores
+
+    frame = pd.read_csv(run_dir / "predictions.csv", keep_default_na=False, dtype={"anomaly_score": np.float32, "subgroup": str})
+    if regroup:
+        frame["subgroup"] = regrouped(frame, OmegaConf.to_container(cfg.data.subgroups) or [])
+    domains = list(dict.fromkeys([source, *(domain_folder(str(t)) for t in cfg.domain.targets)]))
+    missing = [d for d in domains if d not in set(frame["domain"])]
+    if missing:
+        raise HdmapError(f"{run_dir / 'predictions.csv'} holds no {', '.join(missing)}: drop from_predictions=true to "
+                         "evaluate those domains with the checkpoint.")
+    parts = {domain: frame[frame["domain"] == domain] for domain in domains}
+    tests = {d: Scores(rows["anomaly_score"].to_numpy(), rows["label"].to_numpy(), rows["image_path"].tolist())
+             for d, rows in parts.items()}
+    return tests, {d: rows[["image_path", "split", "subgroup"]] for d, rows in parts.items()}
+
+
+def normalisation_note(data: dict, run_data: dict) -> str | None:
+    """Why the scores may differ from the run's: a domain normalised otherwise than in the run (its statistics come
+    from the evaluated data's training images); None when every domain of both is normalised alike.
+    """
+    applied, before = (((d.get("normalization") or {}).get("applied") or {}) for d in (data, run_data))
+    differing = sorted(d for d in applied.keys() & before.keys() if applied[d] != before[d])
+    if not differing:
+        return None
+    return f"{', '.join(differing)} normalised otherwise than in the run (data.normalization.applied in both metrics.json)"
+
+
+def check_request(run_dir: Path, run_record: RunRecord, cfg: DictConfig, keys: list[str], from_predictions: bool) -> tuple:
+    """Everything that can be refused before a directory is made: (best checkpoint, the run's stored validation
+    Scores or None, whether the validation split is predicted again).
+    """
+    validation = stored_validation(run_dir)
+    if from_predictions:
+        needs_model = [key for key in keys if not covered(key, PREDICTION_KEYS)]
+        if needs_model:
+            raise HdmapError(f"from_predictions=true recomputes {', '.join(PREDICTION_KEYS)} only; {', '.join(needs_model)} needs "
+                             "the model: drop from_predictions.")
+        if not 0.0 < float(cfg.evaluation.threshold_quantile) <= 1.0:
+            raise HdmapError(f"evaluation.threshold_quantile={cfg.evaluation.threshold_quantile} must be in (0, 1]")
+        checkpoint, again = run_record.get("best_checkpoint"), False
+    else:
+        checkpoint = best_checkpoint(run_dir, run_record)
+        check_config(cfg)
+        # without stored scores, the validation split is predicted again: the run's own only while its data is unchanged
+        again = validation is None and not any(covered(k, ("data", "domain.source", "seed")) and not covered(k, TEST_ONLY_KEYS)
+                                               for k in keys)
+    if "evaluation.threshold_quantile" in keys and validation is None and not again:
+        fix = "drop from_predictions=true to predict them again" if from_predictions else "evaluate the run's own data"
+        raise HdmapError(f"A new evaluation.threshold_quantile needs the run's validation scores, and {run_dir} has no "
+                         f"{VALIDATION_SCORES} (runs before it was added do not write it): {fix}.")
+    return checkpoint, validation, again
+
+
+def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predictions: bool = False) -> RunRecord:
+    """Evaluate the run again (see the module docstring); returns the new record, written to <new dir>/metrics.json."""
+    from hdmap_train.outputs import package_versions, print_results, write_csv_atomic, write_json_atomic, write_plots
+
+    run_record = finished_record(run_dir)
+    cfg = apply_overrides(run_record["condition"]["config"], overrides)
+    keys = [override.key_or_group for override in overrides]
+    checkpoint, validation, predict_validation = check_request(run_dir, run_record, cfg, keys, from_predictions)
+    examples, n_examples = {}, 0
+    if from_predictions:
+        tests, samples = predictions_again(run_dir, cfg, run_record["source_domain"], "data.subgroups" in keys)
+    out_dir = new_directory(run_dir, out)
+    OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
+    record = new_record(cfg, out_dir, run_record["source_domain"], package_versions())
+    record.update(evaluated_from=str(run_dir.resolve()), best_checkpoint=str(checkpoint), data=run_record.get("data"),
+                  training_info=run_record.get("training_info"),
+                  evaluation={"from_predictions": from_predictions, "overrides": [o.input_line for o in overrides]})
+    try:
+        if not from_predictions:
+            collector, samples = predict_again(cfg, checkpoint, out_dir, record)
+            tests, examples, n_examples = {d: collector.scores(d) for d in samples}, collector.examples, collector.n_examples
+            validation = collector.scores("validation") if predict_validation else validation
+            if note := normalisation_note(record["data"], run_record.get("data") or {}):
+                record["evaluation"]["notes"] = [note]
+                log.warning("%s", note)
+        if "evaluation.threshold_quantile" in keys:
+            threshold_scores, quantile = validation, cfg.evaluation.threshold_quantile
+        else:
+            threshold_scores, quantile = run_threshold(run_record)
+        predictions = record_results(record, threshold_scores, tests, samples, quantile)
+        write_csv_atomic(out_dir / "predictions.csv", predictions)
+        if validation is not None:
+            write_csv_atomic(out_dir / VALIDATION_SCORES, validation_table(validation))
+        if cfg.evaluation.plots:
+            write_plots(out_dir / "plots", predictions, record["validation"]["threshold"], next(iter(samples)), examples, n_examples)
+        record["status"] = "success"
+    except BaseException as exc:
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        write_json_atomic(out_dir / "metrics.json", record)
+    print_results(record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Evaluate (exit 0); HdmapError: one line, exit 1; usage errors: exit 2."""
+    args = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(args):
+        print(USAGE)
+        return 0
+    try:
+        options, overrides = parse_arguments(args)
+    except HdmapError as exc:
+        print(f"{USAGE}\nerror: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
+    try:
+        out = None if options.get("out") is None else str(options["out"])
+        evaluate(Path(str(options["run"])), overrides, out, options.get("from_predictions", False))
+    except HdmapError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""`python -m hdmap_train.compare`: paired bootstrap of AUROC differences, Wilcoxon test, mean ranks, refusals."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from hdmap_train.compare import main
+from hdmap_train.sweep.comparison import paired_difference, resampled_auroc
+from helpers.sweeps import DOMAINS, write_job
+
+
+def write_predictions(job: Path, shift: float, seed: int, n: int = 15, rename: str | None = None) -> None:
+    """predictions.csv of n normal and n fault images per domain; fault scores are `shift` higher on average."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for domain in DOMAINS:
+        labels = np.repeat([0, 1], n)
+        names = [f"{i:03d}.tiff" for i in range(n)] * 2
+        if rename and domain == "B":
+            names[0] = rename
+        paths = [f"/data/domain_{domain}/test/{'fault' if label else 'good'}/{name}" for label, name in zip(labels, names, strict=True)]
+        scores = rng.normal(size=2 * n) + shift * labels
+        frames.append(pd.DataFrame({"domain": f"domain_{domain}", "split": "test", "image_path": paths, "label": labels,
+                                    "anomaly_score": scores, "predicted_label": (scores > 1).astype(int), "subgroup": ""}))
+    pd.concat(frames).to_csv(job / "predictions.csv", index=False)
+
+
+def write_sweep(sweep: Path, model: str, shift: float, seeds=(0, 1, 2), **job) -> list[Path]:
+    """A sweep of one condition on source A, one job per seed, each with predictions.csv."""
+    jobs = []
+    for seed in seeds:
+        folder = write_job(sweep, model, "A", dict.fromkeys(DOMAINS, 0.8), seed=seed, folder=f"model={model},seed={seed}", **job)
+        write_predictions(folder, shift, seed=seed + 100 * len(model))
+        jobs.append(folder)
+    return jobs
+
+
+def expected_interval(labels: np.ndarray, a: np.ndarray, b: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float]:
+    """The worked example: draw normals then faults with replacement per resample; sklearn AUROC of each; percentiles."""
+    rng = np.random.default_rng(seed)
+    normal, fault = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    draws = np.concatenate([normal[rng.integers(0, normal.size, (n_resamples, normal.size))],
+                            fault[rng.integers(0, fault.size, (n_resamples, fault.size))]], axis=1)
+    differences = [np.mean([roc_auc_score(labels[d], x[d]) - roc_auc_score(labels[d], y[d]) for x, y in zip(a, b, strict=True)])
+                   for d in draws]
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def test_bootstrap_matches_a_worked_example() -> None:
+    rng = np.random.default_rng(7)
+    labels = np.array([0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 1])
+    a = np.round(rng.normal(size=(2, labels.size)) + labels, 1)  # two seeds; rounded, so there are ties
+    b = np.round(rng.normal(size=(2, labels.size)) + 0.5 * labels, 1)
+    result = paired_difference(labels, a, b, n_resamples=300, seed=5)
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx(expected_interval(labels, a, b, 300, 5), abs=1e-12)
+    aurocs = [[roc_auc_score(labels, s) for s in scores] for scores in (a, b)]
+    assert result["difference"] == pytest.approx(np.mean(aurocs[0]) - np.mean(aurocs[1]))
+    assert result["n_seeds"] == 2 and result["auroc_a"] == pytest.approx(np.mean(aurocs[0]))
+    draws = np.random.default_rng(1).integers(0, labels.size, (50, labels.size))
+    draws = draws[[np.unique(labels[d]).size == 2 for d in draws]]
+    assert resampled_auroc(a[0], labels, draws) == pytest.approx([roc_auc_score(labels[d], a[0][d]) for d in draws])
+
+
+def test_bootstrap_interval_contains_the_true_difference() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = np.repeat([0, 1], n)
+    a = rng.normal(size=2 * n) + 2.0 * labels  # true AUROC Phi(2 / sqrt 2)
+    b = a - 1.0 * labels + rng.normal(scale=0.3, size=2 * n) * labels  # faults 1 lower, a little noisier
+    true = stats.norm.cdf(2 / np.sqrt(2)) - stats.norm.cdf(1 / np.sqrt(2 + 0.09))
+    result = paired_difference(labels, a[None], b[None], n_resamples=2000, seed=0)
+    assert result["ci_low"] < true < result["ci_high"]
+    assert result["ci_low"] < result["difference"] < result["ci_high"] and result["ci_high"] - result["ci_low"] < 0.08
+
+
+def test_two_sweep_directories_compare_with_wilcoxon_and_ranks(tmp_path: Path, capsys) -> None:
+    today = write_sweep(tmp_path / "today", "draem", shift=2.0)
+    last_week = write_sweep(tmp_path / "last_week", "patchcore", shift=0.5)
+    assert main([str(tmp_path / "today"), str(tmp_path / "last_week"), "--out", str(tmp_path / "cmp"), "--resamples", "200"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "## a = draem, b = patchcore" in printed and "Wilcoxon signed-rank test over 12 (source, seed, domain) pairs" in printed
+    rows = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert list(rows["domain"]) == DOMAINS and (rows["n_seeds"] == 3).all() and (rows["n_resamples"] == 200).all()
+
+    def aurocs(jobs: list[Path]) -> list[float]:
+        frames = [pd.read_csv(job / "predictions.csv") for job in jobs]
+        return [roc_auc_score(f.label[f.domain == f"domain_{d}"], f.anomaly_score[f.domain == f"domain_{d}"])
+                for f in frames for d in DOMAINS]
+
+    a, b = aurocs(today), aurocs(last_week)
+    expected = stats.wilcoxon(a, b)
+    assert rows["wilcoxon_p"].iloc[0] == pytest.approx(expected.pvalue) and rows["wilcoxon_statistic"].iloc[0] == expected.statistic
+    domain_b = np.mean(np.reshape(a, (3, 4)) - np.reshape(b, (3, 4)), axis=0)
+    assert rows["difference"].to_numpy() == pytest.approx(domain_b)
+    assert (rows["ci_low"] <= rows["difference"]).all() and (rows["difference"] <= rows["ci_high"]).all()
+    assert (rows["mean_rank_a"] == 1.0).all() and (rows["mean_rank_b"] == 2.0).all()  # draem is better on every domain
+
+
+def test_the_same_condition_in_two_sweeps_is_told_apart_and_unpaired_seeds_are_noted(tmp_path: Path, capsys) -> None:
+    write_sweep(tmp_path / "new", "draem", shift=1.5)
+    write_sweep(tmp_path / "old", "draem", shift=1.0, seeds=(0, 1, 7))
+    assert main([str(tmp_path / "new"), str(tmp_path / "old"), "--resamples", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert f"## a = draem [{tmp_path / 'new'}], b = draem [{tmp_path / 'old'}]" in printed
+    assert "| A | B | 2 |" in printed and "no partner (same source and seed)" in printed and "seed 7" in printed
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("rename", "domain_B test images differ (1 only in the first, 1 only in the second, e.g. 000.tiff label 0)"),
+    ("manifest", "their datasets differ (manifest sha256 abababababab vs cdcdcdcdcdcd)"),
+])
+def test_refuses_runs_tested_on_different_images(tmp_path: Path, capsys, change: str, message: str) -> None:
+    write_sweep(tmp_path / "a", "draem", shift=1.0, seeds=(0,))
+    other = write_sweep(tmp_path / "b", "patchcore", shift=1.0, seeds=(0,),
+                        manifest_sha256="cd" * 32 if change == "manifest" else "ab" * 32)[0]
+    if change == "rename":
+        write_predictions(other, 1.0, seed=0, rename="999.tiff")
+    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: Cannot pair ") and message in error and len(error.strip().splitlines()) == 1
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    for argv in ([], [str(tmp_path / "nowhere")], [str(tmp_path), "--resamples", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
