@@ -1,0 +1,196 @@
+"""`python -m hdmap_train.export run=<run dir> format=onnx|openvino|torch [out=<dir>]`: a finished run's best
+checkpoint as a deployable model (anomalib's own export), with export.json beside it.
+
+The exported model is the whole AnomalibModule forward: the run's pre-processor (ImageNet Normalize for
+pretrained backbones, else none), the model, raw scores (no anomalib normalisation or thresholding). It
+does not resize: hdmap_train's datamodule hands it images already at data.image_size, in its data
+normalisation. export.json carries what a deployment needs besides: the run's validation threshold
+(fault if pred_score > threshold), the input size and channels, the data normalisation, and the source run.
+
+The default directory is <run>/export/<format>/; an export of the same format there is replaced, nothing
+else of the run is changed. Only light modules are imported until the arguments and the run are checked.
+"""
+
+import importlib
+import pickle
+import shutil
+import sys
+import tempfile
+from datetime import datetime
+from importlib.metadata import version
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from hdmap_train.errors import HdmapError
+from hdmap_train.evaluate import finished_record
+from hdmap_train.run_dir import RunRecord
+
+USAGE = """usage: python -m hdmap_train.export run=<run dir> format=onnx|openvino|torch [out=<dir>]
+  writes <out>/model.{onnx,xml+bin,pt} and <out>/export.json (default out: <run dir>/export/<format>/)"""
+ARGUMENTS = ("run", "format", "out")
+# The packages each format needs beyond hdmap_train's own (torch.onnx's exporter needs onnx and onnxscript).
+PACKAGES = {"torch": (), "onnx": ("onnx", "onnxscript"), "openvino": ("onnx", "onnxscript", "openvino")}
+INSTALL = {"onnx": "pip install -e '.[export]'", "openvino": "pip install -e '.[export]' openvino"}
+ONNX_OPSET = 18  # what torch's dynamo exporter writes natively (anomalib's default 14 fails to convert, then falls back)
+LOADING = {
+    "torch": "torch.load('model.pt', weights_only=False)['model'].eval()(x).pred_score  (a pickle: needs hdmap_train "
+             "and anomalib installed; load only files you trust)",
+    "onnx": "onnxruntime.InferenceSession('model.onnx').run(['pred_score'], {'input': x})[0]",
+    "openvino": "openvino.Core().compile_model('model.xml')(x)['pred_score']",
+}
+
+
+def parse_arguments(args: list[str]) -> dict[str, str]:
+    """run=, format= and optional out= as a dict; HdmapError on anything else."""
+    options = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in ARGUMENTS:
+            raise HdmapError(f"{arg}: export takes {', '.join(f'{k}=' for k in ARGUMENTS)} only")
+        options[key] = value
+    missing = [key for key in ("run", "format") if not options.get(key)]
+    if missing:
+        raise HdmapError(f"{' and '.join(k + '=' for k in missing)} {'is' if len(missing) == 1 else 'are'} required")
+    return options
+
+
+def check_format(fmt: str) -> None:
+    """The format is known and its packages import; HdmapError naming what to install otherwise."""
+    if fmt not in PACKAGES:
+        raise HdmapError(f"format={fmt} is not an export format: use one of {', '.join(PACKAGES)}.")
+    missing = []
+    for package in PACKAGES[fmt]:
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise HdmapError(f"format={fmt} needs the package(s) {', '.join(missing)}, not installed: {INSTALL[fmt]}.")
+
+
+def run_checkpoint(run_dir: Path, record: RunRecord) -> Path:
+    """The run's best checkpoint: as recorded, or under <run>/checkpoints/ when the run was moved."""
+    recorded = Path(record.get("best_checkpoint") or "best.ckpt")
+    for path in (recorded, run_dir / "checkpoints" / recorded.name):
+        if path.is_file():
+            return path
+    raise HdmapError(f"The best checkpoint {recorded} of {run_dir} is missing (also under {run_dir / 'checkpoints'}): nothing to export.")
+
+
+def load_model(record: RunRecord, checkpoint: Path):
+    """The run's model (build_model of its config) with the checkpoint's weights and pre-/post-processor, on the CPU."""
+    import torch
+
+    from hdmap_train.models import build_model
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model = build_model(OmegaConf.create(record["condition"]["config"]["model"]))
+        model.on_load_checkpoint(state)  # restores the pre- and post-processor as the run used them
+        model.load_state_dict(state["state_dict"])
+    except (RuntimeError, EOFError, OSError, KeyError, pickle.UnpicklingError) as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise HdmapError(f"{checkpoint} cannot be loaded into the run's model ({type(exc).__name__}: {first_line}).") from None
+    return model.eval()
+
+
+def metadata(run_dir: Path, record: RunRecord, checkpoint: Path, fmt: str, files: list[str], model) -> dict:
+    """export.json: how to feed the exported model, how to read its score, and where it came from."""
+    from hdmap_train.outputs import package_versions
+
+    data = record["data"]
+    height, width = data["image_size"]
+    transform = model.pre_processor.transform if model.pre_processor else None
+    versions = package_versions() | {p: version(p) for p in PACKAGES[fmt]}
+    return {
+        "format": fmt,
+        "model_file": files[0],
+        "files": files,
+        "load": LOADING[fmt],
+        "source_run": str(run_dir.resolve()),
+        "checkpoint": str(checkpoint.resolve()),
+        "model": record["condition"]["model"],
+        "source_domain": record["source_domain"],
+        "threshold": record["validation"]["threshold"],
+        "threshold_quantile": record["validation"]["threshold_quantile"],
+        "score": {
+            "output": "pred_score",
+            "meaning": "raw anomaly score (no anomalib normalisation): higher = more anomalous; fault if pred_score > threshold",
+            "other_outputs": "anomaly_map where the model has one (raw, input resolution)",
+        },
+        "input": {
+            "name": "input",
+            "shape": ["batch", data["channels"], height, width],
+            "dtype": "float32",
+            "image_size": [height, width],
+            "channels": data["channels"],
+            "channel_note": "3 = the grey image replicated on every channel, 1 = the grey image",
+            "resize": data["resize"],
+            "resizing": "not in the model: images arrive already resized to image_size by hdmap_train's datamodule "
+                        "(data.resize), in the data normalisation below",
+            "pre_processing_in_model": repr(transform) if transform is not None else "none",
+        },
+        "data_normalization": data["normalization"],
+        "versions": versions,
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def export(run_dir: Path, fmt: str, out: str | None = None) -> tuple[Path, dict]:
+    """Export the run's best checkpoint as `fmt` into out (default <run>/export/<fmt>/): (that directory, export.json)."""
+    from hdmap_train.outputs import write_json_atomic
+
+    check_format(fmt)
+    record = finished_record(run_dir)
+    checkpoint = run_checkpoint(run_dir, record)
+    channels = record["data"]["channels"]
+    if fmt != "torch" and channels != 3:
+        raise HdmapError(f"{run_dir} was trained with data.channels={channels}; anomalib's {fmt} export traces a "
+                         "3-channel input, so only format=torch exports it.")
+    out_dir = Path(out) if out is not None else run_dir / "export" / fmt
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HdmapError(f"Cannot create out={out_dir} ({exc.strerror}): choose a writable directory.") from None
+    model = load_model(record, checkpoint)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
+        size = tuple(record["data"]["image_size"])
+        if fmt == "torch":
+            path = model.to_torch(tmp)
+        elif fmt == "onnx":
+            path = model.to_onnx(tmp, input_size=size, opset_version=ONNX_OPSET)
+        else:
+            path = model.to_openvino(tmp, input_size=size, onnx_kwargs={"opset_version": ONNX_OPSET})
+        # anomalib writes <root>/weights/<format>/model.*; every file of it (e.g. model.onnx.data) moves out together
+        files = [path.name, *sorted(p.name for p in path.parent.iterdir() if p != path)]
+        for name in files:
+            shutil.move(path.parent / name, out_dir / name)
+    info = metadata(run_dir, record, checkpoint, fmt, files, model)
+    write_json_atomic(out_dir / "export.json", info)
+    return out_dir, info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export (exit 0); HdmapError: one line, exit 1; usage errors: exit 2."""
+    args = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(args):
+        print(USAGE)
+        return 0
+    try:
+        options = parse_arguments(args)
+    except HdmapError as exc:
+        print(f"{USAGE}\nerror: {exc}", file=sys.stderr)
+        return 2
+    try:
+        out_dir, info = export(Path(options["run"]), options["format"], options.get("out"))
+    except HdmapError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{info['format']} model: {out_dir / info['model_file']}")
+    print(f"metadata: {out_dir / 'export.json'} (threshold {info['threshold']:.6g}: fault if pred_score > threshold)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""`python -m hdmap_train.export`: the exported model scores the run's test images as its checkpoint did (torch, ONNX),
+export.json carries the threshold and input contract, the run is left as it was; error and usage lines."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from hdmap_train.data.datamodule import build_datamodule
+from hdmap_train.export import main
+from hdmap_train.train import run
+from helpers.runs import tiny_run_cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run")
+    run(tiny_run_cfg("draem", tiny_dataset, run_dir, "evaluation.plots=false"), run_dir)
+    return run_dir
+
+
+def run_test_images(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every test image of the run as its datamodule fed it (N x C x H x W), and the checkpoint's scores of them."""
+    cfg = OmegaConf.create(json.loads((run_dir / "metrics.json").read_text())["condition"]["config"])
+    datamodule = build_datamodule(cfg.data, cfg.domain, cfg.seed)
+    datamodule.setup()
+    batches = [batch for loader in datamodule.test_dataloaders().values() for batch in loader]
+    paths = [str(p) for batch in batches for p in batch.image_path]
+    scores = pd.read_csv(run_dir / "predictions.csv").set_index("image_path").loc[paths, "anomaly_score"].to_numpy()
+    return torch.cat([batch.image for batch in batches]).numpy(), scores
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "export" not in p.parts}
+
+
+@pytest.mark.slow
+def test_torch_export_scores_like_the_checkpoint(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
+    before = run_files(tiny_run)
+    assert main([f"run={tiny_run}", "format=torch"]) == 0
+    out = tiny_run / "export" / "torch"
+    assert str(out / "model.pt") in capsys.readouterr().out
+    assert run_files(tiny_run) == before, "the run's own files are never changed"
+    info = json.loads((out / "export.json").read_text())
+    record = json.loads((tiny_run / "metrics.json").read_text())
+    assert info["threshold"] == record["validation"]["threshold"] and info["threshold_quantile"] == 0.99
+    assert info["input"]["shape"] == ["batch", 3, 32, 96] and info["input"]["pre_processing_in_model"] == "none"
+    assert info["data_normalization"] == record["data"]["normalization"] and info["source_run"] == str(tiny_run.resolve())
+    assert "fault if pred_score > threshold" in info["score"]["meaning"]
+
+    images, expected = run_test_images(tiny_run)
+    model = torch.load(out / "model.pt", weights_only=False)["model"].eval()
+    with torch.no_grad():
+        scores = model(torch.from_numpy(images)).pred_score.numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_onnx_export_scores_like_the_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    assert main([f"run={tiny_run}", "format=onnx", f"out={tmp_path}"]) == 0
+    info = json.loads((tmp_path / "export.json").read_text())
+    assert info["files"] == ["model.onnx", "model.onnx.data"] and not list(tmp_path.glob(".export-*"))
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    [image] = graph.graph.input
+    assert [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim] == ["batch_size", 3, 32, 96]
+    assert graph.graph.output[0].name == "pred_score"
+    images, expected = run_test_images(tiny_run)
+    [scores] = ReferenceEvaluator(graph).run(["pred_score"], {"input": images})
+    np.testing.assert_allclose(scores, expected, rtol=1e-4)
+
+
+def fake_run(run_dir: Path, status: str = "success", channels: int = 3, checkpoint: bool = True) -> Path:
+    """A run directory with a minimal metrics.json (and an empty best.ckpt): enough for the checks before loading."""
+    (run_dir / "checkpoints").mkdir(parents=True)
+    if checkpoint:
+        (run_dir / "checkpoints" / "best.ckpt").touch()
+    record = {"status": status, "condition": {}, "best_checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
+              "data": {"channels": channels}}
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    return run_dir
+
+
+@pytest.mark.parametrize(("args", "rc", "message"), [
+    ([], 2, "run= and format= are required"),
+    (["run=x"], 2, "format= is required"),
+    (["run=x", "format=torch", "colour=red"], 2, "colour=red: export takes run=, format=, out= only"),
+    (["x"], 2, "x: export takes"),
+    (["run={tmp}", "format=tflite"], 1, "format=tflite is not an export format: use one of torch, onnx, openvino."),
+    (["run={tmp}", "format=torch"], 1, "metrics.json cannot be read"),
+    (["run={tmp}/failed", "format=torch"], 1, "is not a finished run (status failed)"),
+    (["run={tmp}/no_ckpt", "format=torch"], 1, "best.ckpt of {tmp}/no_ckpt is missing (also under {tmp}/no_ckpt/checkpoints): nothing to export."),
+    (["run={tmp}/grey", "format=onnx"], 1, "data.channels=1; anomalib's onnx export traces a 3-channel input, so only format=torch"),
+    (["run={tmp}/ok", "format=torch"], 1, "best.ckpt cannot be loaded into the run's model (EOFError"),
+    (["run={tmp}/ok", "format=openvino"], 1, "format=openvino needs the package(s) openvino, not installed: pip install -e '.[export]' openvino."),
+])
+def test_errors_are_one_line(args, rc, message, tmp_path: Path, monkeypatch, capsys) -> None:
+    fake_run(tmp_path / "failed", status="failed")
+    fake_run(tmp_path / "no_ckpt", checkpoint=False)
+    fake_run(tmp_path / "grey", channels=1)
+    fake_run(tmp_path / "ok")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # not importable, installed or not
+    monkeypatch.setitem(sys.modules, "onnx", sys.modules.get("onnx", object()))  # the channel check comes first
+    monkeypatch.setitem(sys.modules, "onnxscript", sys.modules.get("onnxscript", object()))
+    assert main([a.format(tmp=tmp_path) for a in args]) == rc
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("error: ") and message.format(tmp=tmp_path) in error[-1]
+    assert len(error) == (3 if rc == 2 else 1)  # usage errors repeat the usage (two lines) first
