@@ -1,5 +1,6 @@
 """Lightning callbacks of a run: the training history (kept across resumes) and the prediction collector."""
 
+import logging
 import time
 
 import lightning as L
@@ -9,9 +10,12 @@ from lightning.pytorch.callbacks import Callback
 
 from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example, Scores
 
+log = logging.getLogger(__name__)
+
 
 class TrainingHistory(Callback):
-    """Per-epoch train_loss / val_loss means, training images seen, and fit time, kept across resumes.
+    """Per-epoch train_loss / val_loss means, training images seen, and fit time, kept across resumes; one log line
+    per epoch.
 
     The state travels in every checkpoint (Lightning saves callback state), so a run resumed from
     last.ckpt reports the whole history and the total fit time of all its attempts.
@@ -24,6 +28,7 @@ class TrainingHistory(Callback):
         self.attempts = 1
         self._started, self._stopped = time.perf_counter(), None
         self._images = 0
+        self._epoch_started = self._started
 
     @property
     def fit_seconds(self) -> float:
@@ -41,6 +46,7 @@ class TrainingHistory(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         del trainer, pl_module
         self._images = 0
+        self._epoch_started = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         del trainer, pl_module, outputs, batch_idx
@@ -49,10 +55,14 @@ class TrainingHistory(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         del pl_module
         self.images_per_epoch.append(self._images)
+        losses = []
         for name, values in self.history.items():
             value = trainer.callback_metrics.get(f"{name}_epoch", trainer.callback_metrics.get(name))
             if value is not None:
                 values.append(float(value))
+                losses.append(f"{name} {float(value):.5g}")
+        log.info("Epoch %d/%d: %s | %d images | %.1f s", trainer.current_epoch + 1, trainer.max_epochs,
+                 ", ".join(losses) or "no loss logged", self._images, time.perf_counter() - self._epoch_started)
 
     def state_dict(self) -> dict:
         return {"history": self.history, "images_per_epoch": self.images_per_epoch, "fit_seconds": self.fit_seconds,

@@ -2,7 +2,9 @@
 plots/, TensorBoard scalars, images and hparams, the end-of-run results table and its summary line.
 """
 
+import io
 import json
+import logging
 import math
 import os
 import platform
@@ -26,6 +28,7 @@ from hdmap_train.plots import example_grid_figure, histogram_figure, roc_figure,
 if TYPE_CHECKING:  # Lightning is imported only once a run trains
     from lightning.pytorch.loggers import TensorBoardLogger
 
+log = logging.getLogger(__name__)
 PACKAGES = ("hdmap_train", "anomalib", "torch", "torchvision", "lightning", "hydra-core", "timm", "numpy")
 
 
@@ -79,17 +82,47 @@ def _number(value: float | None) -> str:
 
 
 def summary_line(record: dict) -> str:
-    """Model | source AUROC | avg target AUROC | transfer ratio | status | run dir, on one line."""
+    """Model | source AUROC | avg target AUROC | transfer ratio | status (and error line) | fit time | run dir, on one
+    line; the fit time only when the record has it.
+    """
     source = record.get("source_results") or {}
+    status = record["status"]
+    if record.get("error"):
+        status += f" ({str(record['error']).strip().splitlines()[0][:160]})"
+    fit = (record.get("training_info") or {}).get("fit_seconds")
     return (
         f"{record['condition']['model']} | source {record['source_domain']} AUROC {_number(source.get('image_AUROC'))}"
         f" | avg target AUROC {_number(record.get('avg_target_auroc'))}"
-        f" | transfer ratio {_number(record.get('transfer_ratio'))} | {record['status']} | {record['experiment_path']}"
+        f" | transfer ratio {_number(record.get('transfer_ratio'))} | {status}"
+        + ("" if fit is None else f" | fit {fit:.1f} s") + f" | {record['experiment_path']}"
     )
 
 
+def log_to_files(text: str) -> None:
+    """Write text as one INFO record to the root logger's file handlers only (train.log), not to the terminal."""
+    entry = log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (text,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and entry.levelno >= handler.level:
+            handler.handle(entry)
+
+
 def print_results(record: dict) -> None:
-    """Rich table (source row first and bold, each domain followed by its subgroups), then the summary line."""
+    """Rich table (source row first and bold, each domain followed by its subgroups), then the summary line; the
+    same as plain text into train.log.
+    """
+    table = results_table(record)
+    lines = [f"results: {record['experiment_path']}/{{metrics.json,predictions.csv,plots/}}", summary_line(record)]
+    console = Console()
+    console.print(table)
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    plain = Console(file=io.StringIO(), width=100, color_system=None)
+    plain.print(table)
+    log_to_files("Results:\n" + plain.file.getvalue() + "\n".join(lines))
+
+
+def results_table(record: dict) -> Table:
+    """The results table: domains (and their subgroups) x TABLE_COLUMNS, with the validation threshold."""
     threshold = record["validation"]["threshold"]
     table = Table(
         title=f"{record['condition']['name']}: trained on {record['source_domain']}",
@@ -109,10 +142,28 @@ def print_results(record: dict) -> None:
         for name, metrics, style in rows:
             cells = [_cell(metrics.get(key)) for _, key in TABLE_COLUMNS]
             table.add_row(name, *cells, f"{metrics['n_normal']}/{metrics['n_fault']}", style=style)
-    console = Console()
-    console.print(table)
-    console.print(f"results: {record['experiment_path']}/{{metrics.json,predictions.csv,plots/}}", highlight=False, soft_wrap=True)
-    console.print(summary_line(record), highlight=False, soft_wrap=True)
+    return table
+
+
+def data_line(data: dict) -> str:
+    """The data summary of a run (datamodule.summary()) on one line, for train.log."""
+    tests = ", ".join(f"{domain} {n}" for domain, n in data["test_samples"].items())
+    validation = data["validation"]
+    native = ", ".join("x".join(map(str, size)) for size in data["native_sizes"])
+    normalization = data["normalization"]
+    applied = normalization["applied"].get(next(iter(data["test_samples"])), {})
+    numbers = f" shift {applied['shift']:.4g} scale {applied['scale']:.4g} on the source" if "scale" in applied else ""
+    cache = data["cache"]
+    kinds = sorted({cache["train"], cache["val"], *cache["test"].values()})
+    manifest = data["manifest"]
+    return (
+        f"Data {data['root']}: train {data['train_samples']} ({data['train_images_per_epoch']} per epoch), validation "
+        f"{data['val_samples']} ({validation['normal']} normal, {validation['fault']} fault; {validation['mode']}), "
+        f"test {tests} | native {native} -> {'x'.join(map(str, data['image_size']))} ({data['resize']}, "
+        f"{data['channels']} channel(s)) | normalisation {normalization['mode']} (stats {normalization['stats']}){numbers}"
+        f" | cache {'/'.join(kinds)} (limit {cache['limit_mb']} MB) | manifest "
+        + (f"sha256 {manifest['sha256'][:12]}" if manifest else "none (mapping not verified)")
+    )
 
 
 NOT_SCALARS = ("domain", "threshold", "n_samples", "n_normal", "n_fault", "subgroups")
@@ -152,26 +203,45 @@ def metric_scalars(record: dict) -> dict[str, float]:
 
 
 def run_hparams(cfg: DictConfig) -> dict:
-    """The settings that tell runs apart in TensorBoard's HParams tab (Lightning flattens them to model/...)."""
+    """The settings that tell runs apart in TensorBoard's HParams tab (Lightning flattens them to model/..., data/...)."""
     keep = ("model", "domain", "evaluation")
+    data = cfg.data
+    normalization = {"mode": data.normalization.mode, "stats": data.normalization.stats}
+    if data.normalization.mode == "minmax_fixed":
+        normalization["bounds"] = OmegaConf.to_container(data.normalization.bounds, resolve=True)
     return {
         "name": cfg.name,
         "seed": cfg.seed,
         **{key: OmegaConf.to_container(cfg[key], resolve=True) for key in keep},
-        "data": {"image_size": list(cfg.data.image_size), "val_fraction": cfg.data.val_fraction},
+        "data": {
+            "root": "synthetic" if data.synthetic is not None else str(data.root),
+            "image_size": list(data.image_size), "val_fraction": data.val_fraction, "resize": data.resize,
+            "channels": data.channels, "normalization": normalization, "validation": data.validation,
+        },
     }
+
+
+# HParams-tab metrics besides hp_metric (= avg target AUROC, Lightning's default column): metrics.json key -> tag.
+HPARAM_METRICS = {"source_auroc": "hparams/source_auroc", "avg_target_auroc": "hparams/avg_target_auroc",
+                  "transfer_ratio": "hparams/transfer_ratio"}
 
 
 def log_to_tensorboard(
     logger: "TensorBoardLogger", record: dict, pictures: dict[str, Path], hparams: dict, step: int,
 ) -> None:
-    """Per-domain scalars, the pictures, and hparams with hp_metric = avg target AUROC (NaN if undefined)."""
+    """Per-domain scalars, the pictures, and hparams (plus the dataset's manifest sha256 from the record) with the
+    HParams metrics hp_metric = avg target AUROC and HPARAM_METRICS (NaN where undefined).
+    """
     logger.log_metrics(metric_scalars(record), step)
     for name, path in pictures.items():
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
         logger.experiment.add_image(f"plots/{name}", pixels, step, dataformats="HWC")
-    average = record["avg_target_auroc"]
-    logger.log_hyperparams(hparams, metrics={"hp_metric": math.nan if average is None else average})
+    manifest = (record.get("data") or {}).get("manifest") or {}
+    hparams = {**hparams, "data": {**hparams.get("data", {}), "manifest_sha256": manifest.get("sha256", "none")}}
+    values = {"source_auroc": record["source_results"]["image_AUROC"], **record}
+    metrics = {tag: values.get(key) for key, tag in HPARAM_METRICS.items()}
+    metrics["hp_metric"] = record["avg_target_auroc"]
+    logger.log_hyperparams(hparams, metrics={tag: math.nan if value is None else value for tag, value in metrics.items()})
     (Path(logger.log_dir) / "hparams.yaml").unlink(missing_ok=True)  # written at fit start; rewritten with these
     logger.finalize("success")  # flush and close the event file, save hparams.yaml

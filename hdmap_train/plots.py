@@ -57,78 +57,158 @@ def roc_figure(predictions: pd.DataFrame, threshold: float, source: str) -> Figu
     return figure
 
 
-def score_bin_edges(scores: np.ndarray, bins: int) -> np.ndarray:
-    """Histogram edges in float64, widened when the scores are (nearly) constant (float32 ties)."""
-    low, high = float(np.min(scores)), float(np.max(scores))
-    pad = max(high - low, 1e-6 * max(1.0, abs(high))) / 2 if high - low < 1e-6 * max(1.0, abs(high)) else 0.0
-    return np.linspace(low - pad, high + pad, bins + 1)
+READABLE_SHARE = 0.1  # a scale is readable when every domain's central 98 % spans this share of the axis (6 of 60 bins)
 
 
-def histogram_figure(predictions: pd.DataFrame, threshold: float, source: str, bins: int = 30) -> Figure:
-    """One panel per domain: score histograms of normal and fault test images, the validation threshold as a line
-    (or as a note when it lies outside that domain's scores).
+def _narrowest_share(domains: list[np.ndarray], threshold: float, transform) -> float:
+    """The smallest share of the shared axis (all scores and the threshold) that one domain's central 98 % spans."""
+    values = [transform(np.asarray(scores, dtype=np.float64)) for scores in domains]
+    point = float(transform(np.float64(threshold)))
+    span = max(max(v.max() for v in values), point) - min(min(v.min() for v in values), point)
+    if not span > 0:
+        return 1.0
+    return min(float(np.ptp(np.quantile(v, [0.01, 0.99]))) for v in values) / span
+
+
+def score_scale(domains: list[np.ndarray], threshold: float) -> str:
+    """'linear' if every domain reads on a linear axis, else 'log' if that reads (positive scores), else 'quantile'."""
+    if _narrowest_share(domains, threshold, np.asarray) >= READABLE_SHARE:
+        return "linear"
+    positive = threshold > 0 and all(float(np.min(scores)) > 0 for scores in domains)
+    if positive and _narrowest_share(domains, threshold, np.log) >= READABLE_SHARE:
+        return "log"
+    return "quantile"
+
+
+def score_bin_edges(low: float, high: float, bins: int, scale: str = "linear") -> np.ndarray:
+    """Shared histogram edges in float64 from low to high, linear or geometric, widened when low == high (float32 ties)."""
+    low, high = float(low), float(high)
+    if high - low < 1e-6 * max(1.0, abs(high)):
+        pad = 1e-6 * max(1.0, abs(high)) / 2
+        low, high = low - pad, high + pad
+    return np.geomspace(low, high, bins + 1) if scale == "log" else np.linspace(low, high, bins + 1)
+
+
+def quantile_position(pooled: np.ndarray, values) -> np.ndarray:
+    """Where values lie among the sorted pooled scores, from 0 to 1 (mid-rank: ties share one position)."""
+    left = np.searchsorted(pooled, values, side="left")
+    right = np.searchsorted(pooled, values, side="right")
+    return (left + right) / (2 * len(pooled))
+
+
+def histogram_figure(predictions: pd.DataFrame, threshold: float, source: str, bins: int = 60) -> Figure:
+    """Score histograms of normal and fault test images, one row per domain on ONE shared score axis, with the
+    validation threshold as a dashed line through every row: a domain shift shows as a row moving off the line.
+
+    The axis is linear when every domain's scores read on it, else logarithmic (positive scores), else a
+    quantile axis (equal-count bins of all test scores, ticks labelled with scores): score_scale decides.
     """
     domains = list(dict.fromkeys(predictions["domain"]))
-    figure = new_figure(3.6 * len(domains), 3.2, layout="tight")
-    for axes, domain in zip(figure.subplots(1, len(domains), squeeze=False)[0], domains, strict=True):
-        rows = predictions[predictions["domain"] == domain]
-        edges = score_bin_edges(rows["anomaly_score"].to_numpy(), bins)
+    scores = [predictions.loc[predictions["domain"] == d, "anomaly_score"].to_numpy(dtype=np.float64) for d in domains]
+    scale = score_scale(scores, threshold)
+    pooled = np.sort(np.concatenate(scores))
+    if scale == "quantile":
+        edges, line = np.linspace(0.0, 1.0, bins + 1), float(quantile_position(pooled, threshold))
+        xlabel = f"anomaly score, quantile axis (each bin holds 1/{bins} of all test images)"
+    else:
+        edges, line = score_bin_edges(min(pooled[0], threshold), max(pooled[-1], threshold), bins, scale), threshold
+        xlabel = "anomaly score" + (" (log scale)" if scale == "log" else "")
+    figure = new_figure(8, 0.9 + 1.45 * len(domains))
+    rows = figure.subplots(len(domains), 1, sharex=True, squeeze=False)[:, 0]
+    for axes, domain in zip(rows, domains, strict=True):
+        frame = predictions[predictions["domain"] == domain]
+        shares = []
         for label, name, color in ((0, "normal", "tab:blue"), (1, "fault", "tab:red")):
-            scores = rows.loc[rows["label"] == label, "anomaly_score"]
-            axes.hist(scores, bins=edges, histtype="stepfilled", alpha=0.5, color=color, label=f"{name} ({len(scores)})")
-        if edges[0] <= threshold <= edges[-1]:
-            axes.axvline(threshold, color="black", ls="--", lw=1.2, label="validation threshold")
-        else:  # a shifted domain: drawing the line would squeeze every score into one bin
-            side = "below" if threshold < edges[0] else "above"
-            axes.text(0.5, 0.97, f"validation threshold {threshold:.4g}\n{side} every score", transform=axes.transAxes,
-                      ha="center", va="top", fontsize="small", bbox={"facecolor": "white", "alpha": 0.8})
-        role = "source" if domain == source else "target"
-        axes.set(title=f"{domain} ({role})", xlabel="anomaly score", ylabel="images")
-        axes.xaxis.set_major_locator(MaxNLocator(4))
-        axes.legend(fontsize="x-small")
+            values = frame.loc[frame["label"] == label, "anomaly_score"].to_numpy(dtype=np.float64)
+            shown = quantile_position(pooled, values) if scale == "quantile" else values
+            axes.hist(shown, bins=edges, histtype="stepfilled", alpha=0.45, color=color, edgecolor=color, label=name)
+            shares.append(f"{name} {(values > threshold).mean():.0%} of {len(values)}" if len(values) else f"no {name}")
+        axes.axvline(line, color="black", ls="--", lw=1.2, label=f"validation threshold {threshold:.4g}")
+        axes.set_title(f"{domain} ({'source' if domain == source else 'target'})", loc="left", fontsize="medium")
+        axes.set_title("above the threshold: " + ", ".join(shares), loc="right", fontsize="small")
+        axes.set_ylabel("images")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+    if scale == "log":
+        rows[-1].set_xscale("log")
+    if scale == "quantile":
+        ticks = np.linspace(0.0, 1.0, 6)
+        rows[-1].set_xticks(ticks, [f"{value:.4g}" for value in np.quantile(pooled, ticks)])
+    rows[-1].set_xlim(edges[0], edges[-1])
+    rows[-1].set_xlabel(xlabel)
+    figure.legend(*rows[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize="small")
+    figure.suptitle("Test scores of every domain on one axis; one threshold (from source validation images) for all",
+                    fontsize="medium")
     return figure
 
 
+MAP_PERCENTILES = (1.0, 99.0)  # the anomaly-map colour scale spans these percentiles of every map pixel of a figure
+MAP_COLOURS = colormaps["inferno"]
+
+
+def map_norm(maps: list[np.ndarray]) -> Normalize:
+    """The colour scale of a grid's maps: MAP_PERCENTILES of all their pixels (min/max if those tie), so a few
+    extreme pixels (e.g. a zero border) do not squeeze the rest into one colour.
+    """
+    if not maps:
+        return Normalize(0, 1)
+    pixels = np.concatenate([m.ravel() for m in maps]).astype(np.float64)
+    low, high = np.percentile(pixels, MAP_PERCENTILES)
+    if not high > low:
+        low, high = float(pixels.min()), float(pixels.max())
+    return Normalize(low, high if high > low else low + 1e-6)
+
+
+def overlay_pixels(image: np.ndarray, anomaly_map: np.ndarray, norm: Normalize) -> np.ndarray:
+    """The map's colours over the grey input, opaque where the map is high and clear where it is low."""
+    level = np.clip(np.asarray(norm(anomaly_map)), 0.0, 1.0)[..., None]
+    return MAP_COLOURS(level[..., 0])[..., :3] * level + image[..., None] * (1 - level)
+
+
 def example_grid_figure(domain: str, examples: dict[str, list[Example]], n_examples: int) -> Figure:
-    """For each category of EXAMPLE_CATEGORIES, three columns input | anomaly map | overlay; rank 1..n_examples down.
+    """For each category of EXAMPLE_CATEGORIES, three columns input | anomaly map | overlay; rank 1..n_examples down,
+    each input labelled with its file name, each map with the image score.
 
     Each column is one axes with its images stacked (9 axes instead of 9 x n: several times faster to draw).
-    One colour scale (the colour bar) for every map of the figure, so maps compare across categories.
+    One colour scale (the colour bar) for every map of the figure, so maps compare across categories: the
+    1st to 99th percentile of their pixels (map_norm); beyond it colours saturate (the bar's pointed ends).
     """
     maps = [e.anomaly_map for kept in examples.values() for e in kept if e.anomaly_map is not None]
-    norm = Normalize(min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)) if maps else Normalize(0, 1)
+    norm = map_norm(maps)
     shapes = [e.image.shape for kept in examples.values() for e in kept] or [(1, 1)]
     height, width = shapes[0]
-    gap = 0.35 * height  # room for the file name below each image
+    gap = 0.4 * height  # room for the labels below each image
     aspect = float(np.clip(height / width, 0.3, 1.5))
-    figure_height = (1.7 * aspect * 1.35) * n_examples + 0.9
-    spacing = {"left": 0.03, "right": 0.93, "bottom": 0.1 / figure_height, "top": 1 - 0.8 / figure_height, "wspace": 0.08}
+    figure_height = (1.7 * aspect * 1.4) * n_examples + 1.0
+    spacing = {"left": 0.01, "right": 0.92, "bottom": 0.05 / figure_height, "top": 1 - 0.9 / figure_height, "wspace": 0.06}
     figure = new_figure(1.7 * len(EXAMPLE_CATEGORIES) * len(PANELS) + 1.0, figure_height, layout=None)
     columns = figure.subplots(1, len(EXAMPLE_CATEGORIES) * len(PANELS), gridspec_kw=spacing)
-    mappable = None
     for block, category in enumerate(EXAMPLE_CATEGORIES):
         cells = columns[block * len(PANELS):(block + 1) * len(PANELS)]
         for cell, panel in zip(cells, PANELS, strict=True):
-            cell.set_title(f"{category}\n{panel}" if panel == "input" else panel, fontsize="small")
-            cell.set(xlim=(0, width), ylim=(n_examples * (height + gap) - gap, 0), xticks=[], yticks=[])
+            cell.set_title(f"{category if panel == PANELS[1] else ''}\n{panel}", fontsize="medium")
+            cell.set(xlim=(0, width), ylim=(n_examples * (height + gap), 0), xticks=[], yticks=[])
             cell.axis("off")
         for rank, example in enumerate(examples.get(category, [])[:n_examples]):
             top = rank * (height + gap)
             extent = (0, width, top + height, top)  # a map of another size is stretched onto its image
             image = (example.image - example.image.min()) / max(float(np.ptp(example.image)), 1e-12)
+            below = top + height + 0.08 * gap
             cells[0].imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent, aspect="auto")
-            cells[0].text(-0.02 * width, top + height / 2, f"{example.score:.4g}", rotation=90, ha="right", va="center",
-                          fontsize="x-small")
-            cells[0].text(width / 2, top + height + 0.05 * gap, Path(example.path).name, ha="center", va="top",
-                          fontsize="xx-small")
+            cells[0].text(width / 2, below, Path(example.path).name, ha="center", va="top", fontsize="small")
+            cells[1].text(width / 2, below, f"score {example.score:.4g}", ha="center", va="top", fontsize="small")
             if example.anomaly_map is None:
                 continue
-            mappable = cells[1].imshow(example.anomaly_map, cmap="jet", norm=norm, extent=extent, aspect="auto")
-            cells[2].imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent, aspect="auto")
-            cells[2].imshow(example.anomaly_map, cmap="jet", norm=norm, alpha=0.5, extent=extent, aspect="auto")
-    if mappable is not None:
-        figure.colorbar(mappable, cax=figure.add_axes((0.945, 0.15, 0.01, 0.65)), label="anomaly map")
-    figure.suptitle(f"{domain}: anomaly maps (left of each input: its image score)")
+            cells[1].imshow(example.anomaly_map, cmap=MAP_COLOURS, norm=norm, extent=extent, aspect="auto")
+            if example.anomaly_map.shape == image.shape:
+                cells[2].imshow(overlay_pixels(image, example.anomaly_map, norm), extent=extent, aspect="auto")
+            else:  # another size: the map, half transparent, stretched over the input
+                cells[2].imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent, aspect="auto")
+                cells[2].imshow(example.anomaly_map, cmap=MAP_COLOURS, norm=norm, alpha=0.5, extent=extent, aspect="auto")
+    if maps:
+        low, high = MAP_PERCENTILES
+        figure.colorbar(ScalarMappable(norm, MAP_COLOURS), cax=figure.add_axes((0.93, 0.15, 0.01, 0.65)), extend="both",
+                        label=f"anomaly map\n(p{low:g}–p{high:g} of the maps shown)")
+    figure.suptitle(f"{domain}: anomaly maps (colour scale shared by all maps of this figure)")
     return figure
 
 

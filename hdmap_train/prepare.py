@@ -202,6 +202,8 @@ def prepare(cfg: DictConfig) -> Path:
     out = Path(cfg.output_root).expanduser() / name
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise HdmapError(f"Dataset {out} already exists. Pass prepare.overwrite=true to replace it, or set prepare.name.")
+    log.info("Writing %s: mapping %s, normalisation %s, seed %d, from %s", out, cfg.mapping.name, cfg.normalization,
+             int(cfg.seed), Path(cfg.raw_root).expanduser())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)
@@ -226,7 +228,9 @@ def prepare(cfg: DictConfig) -> Path:
             "counts": {},
             "domains": {},
         }
-        for domain in cfg.domains:  # pop: a v5 file's samples are freed once its domain is written
+        for number, domain in enumerate(cfg.domains, start=1):  # pop: a v5 file's samples are freed once written
+            log.info("domain_%s (%d/%d): %s", domain, number, len(cfg.domains),
+                     ", ".join(f"{SPLIT_DIRS[split]} {n}" for split, n in counts[domain].items()))
             manifest["domains"][domain], manifest["counts"][domain] = prepare_domain(
                 cfg, domain, samples.pop(domain), counts[domain], tmp / f"domain_{domain}"
             )
@@ -264,6 +268,7 @@ def prepare_domain(cfg: DictConfig, domain: str, samples: dict[str, MatSamples],
     entry = cfg.mapping.domains[domain]
     files = {split: mat.path for split, mat in samples.items()}
     train = samples["train"]
+    log.info("domain_%s: training-file statistics over its %d samples", domain, train.count)
     stats = train.statistics()
     bounds = OmegaConf.to_container(entry.bounds) if entry.get("bounds") is not None else None
     shift, scale = affine(cfg.normalization, stats, bounds)

@@ -20,6 +20,7 @@ from hdmap_train.run_dir import RunRecord, check_checkpoint, earlier_attempt, ne
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+VALIDATION_SCORES = "validation_scores.csv"  # the run's validation scores (hdmap_train.evaluate re-thresholds them)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -66,13 +67,17 @@ def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
         import lightning as L
 
         from hdmap_train.data.datamodule import build_datamodule
+        from hdmap_train.efficiency import PeakMemory, run_efficiency
         from hdmap_train.engine import build_engine, predict_all, training_info
         from hdmap_train.models import build_model
+        from hdmap_train.outputs import data_line
 
         L.seed_everything(cfg.seed, workers=True)
+        memory = PeakMemory()  # peak GPU memory / RSS from here on (metrics.json efficiency)
         datamodule = build_datamodule(cfg.data, cfg.domain, cfg.seed)  # data.root, or data.synthetic generated
         datamodule.setup()
         record["data"] = datamodule.summary()  # incl. the dataset's manifest reference (path, sha256, mapping)
+        log.info("%s", data_line(record["data"]))
         model = build_model(cfg.model)
         engine, checkpoint, history = build_engine(cfg, run_dir)
 
@@ -82,10 +87,15 @@ def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
         if not best:
             raise RuntimeError("Training saved no checkpoint (no completed epoch?); nothing to evaluate.")
         record["best_checkpoint"] = best
+        info = record["training_info"]
+        log.info("Training %s after %d epoch(s), %.1f s; best checkpoint %s (%s %s)", info["completion_type"],
+                 info["last_trained_epoch"], info["fit_seconds"], best, cfg.model.monitor or "no monitor",
+                 "n/a" if info["best_monitor_value"] is None else f"{info['best_monitor_value']:.5g}")
 
         start = time.perf_counter()
         collector = predict_all(engine, model, datamodule, best)
         record["training_info"]["test_seconds"] = round(time.perf_counter() - start, 3)
+        record["efficiency"] = run_efficiency(model, engine.trainer, memory)
         report(cfg, run_dir, record, collector, {domain: ds.samples for domain, ds in datamodule.test_data.items()}, engine)
         record["status"] = "success"
     except (KeyboardInterrupt, SystemExit) as exc:  # Lightning turns Ctrl-C during fit into SystemExit(1)
@@ -106,24 +116,43 @@ def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
     return record
 
 
-def report(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_samples: dict, engine) -> None:
-    """Evaluate the collected scores into the record, then write predictions.csv, plots/ and TensorBoard."""
+def record_results(record: RunRecord, validation, tests: dict, test_samples: dict, quantile: float):
+    """Threshold (`quantile` of the validation Scores), source/target results and domain-shift numbers into the
+    record; returns the predictions table (predictions.csv). test_samples: {domain: samples}, source first.
+    """
     from hdmap_train.evaluation import evaluate_domains, transfer_metrics
-    from hdmap_train.outputs import log_to_tensorboard, run_hparams, write_csv_atomic, write_plots
 
-    tests = {domain: collector.scores(domain) for domain in test_samples}
-    threshold, predictions, results = evaluate_domains(
-        collector.scores("validation"), tests, test_samples, cfg.evaluation.threshold_quantile
-    )
+    threshold, predictions, results = evaluate_domains(validation, tests, test_samples, quantile)
     source = next(iter(test_samples))
-    record["validation"] = {"threshold_quantile": cfg.evaluation.threshold_quantile, "threshold": threshold}
+    record["validation"] = {"threshold_quantile": quantile, "threshold": threshold}
     record["source_results"] = results.pop(source)
     record["target_results"] = results
     # avg_target_auroc, hmean_target_auroc, hmean_auroc, transfer_ratio (+ note: null at or below chance)
     record.update(transfer_metrics(record["source_results"]["image_AUROC"], [r["image_AUROC"] for r in results.values()]))
+    return predictions
+
+
+def validation_table(validation):
+    """validation_scores.csv: image_path, label, anomaly_score of every validation image (new thresholds, no model)."""
+    import pandas as pd
+
+    return pd.DataFrame({"image_path": validation.paths, "label": validation.labels, "anomaly_score": validation.scores})
+
+
+def report(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_samples: dict, engine) -> None:
+    """Evaluate the collected scores into the record, then write predictions.csv, validation_scores.csv, plots/
+    and TensorBoard.
+    """
+    from hdmap_train.outputs import log_to_tensorboard, run_hparams, write_csv_atomic, write_plots
+
+    validation = collector.scores("validation")
+    tests = {domain: collector.scores(domain) for domain in test_samples}
+    predictions = record_results(record, validation, tests, test_samples, cfg.evaluation.threshold_quantile)
+    threshold, source = record["validation"]["threshold"], next(iter(test_samples))
 
     start = time.perf_counter()
     write_csv_atomic(run_dir / "predictions.csv", predictions)
+    write_csv_atomic(run_dir / VALIDATION_SCORES, validation_table(validation))
     pictures = {}
     if cfg.evaluation.plots:
         pictures = write_plots(run_dir / "plots", predictions, threshold, source, collector.examples, collector.n_examples)
@@ -163,6 +192,14 @@ def main(cfg: DictConfig) -> float | None:
     """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(cfg.paths.output_dir)  # this run's directory (hydra.run.dir, or the sweep job's folder)
+    choices = hydra_cfg.runtime.choices
+    log.info(
+        "Config %s: model=%s size=%s (image %s) domain=%s -> %s data=%s (root %s) experiment=%s name=%s | overrides: %s",
+        run_dir / (hydra_cfg.output_subdir or ".hydra") / "config.yaml", cfg.model.name, choices.get("size"),
+        "x".join(map(str, cfg.data.image_size)), cfg.domain.source, ",".join(map(str, cfg.domain.targets)),
+        choices.get("data"), f"generated into {cfg.data.cache_dir}" if cfg.data.synthetic else cfg.data.root,
+        choices.get("experiment"), cfg.name, " ".join(hydra_cfg.overrides.task) or "none",
+    )
     try:
         record, resume_from = earlier_attempt(cfg, run_dir)
         if record is not None:
@@ -172,7 +209,7 @@ def main(cfg: DictConfig) -> float | None:
                 log.info("Resuming training from %s", resume_from)
                 with open_dict(cfg):
                     cfg.ckpt_path = resume_from
-            with job_devices(hydra_cfg, cfg.gpus_per_job):
+            with job_devices(hydra_cfg, cfg.gpus_per_job, cfg.jobs_per_gpu):
                 record = run(cfg, run_dir)
         return metric_value(record, cfg.optimized_metric) if hydra_cfg.mode == RunMode.MULTIRUN else None
     except HdmapError as exc:

@@ -10,8 +10,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example, domain_metrics, transfer_metrics
-from hdmap_train.outputs import log_to_tensorboard, metric_scalars, write_plots
-from hdmap_train.plots import example_grid_figure, histogram_figure, roc_figure
+from hdmap_train.outputs import HPARAM_METRICS, log_to_tensorboard, metric_scalars, write_plots
+from hdmap_train.plots import example_grid_figure, histogram_figure, map_norm, roc_figure, score_scale
 
 DOMAINS = ["domain_A", "domain_B", "domain_C"]
 THRESHOLD = 0.8
@@ -63,21 +63,40 @@ def test_roc_figure_skips_a_domain_without_faults() -> None:
     assert [label.split()[0] for label in labels] == ["domain_A", "domain_B"]
 
 
-def test_histograms_one_panel_per_domain_with_the_threshold_line() -> None:
+def test_histograms_share_one_score_axis_with_the_threshold_line() -> None:
     figure = histogram_figure(predictions(), THRESHOLD, "domain_A")
     assert len(figure.axes) == 3
+    limits = {axes.get_xlim() for axes in figure.axes}
+    assert len(limits) == 1 and figure.axes[0].get_xscale() == "linear"  # scores of one range: a linear shared axis
     for axes, domain in zip(figure.axes, DOMAINS, strict=True):
-        assert axes.get_title().startswith(domain)
+        assert axes.get_title(loc="left").startswith(domain)
+        assert axes.get_title(loc="right").startswith("above the threshold: normal ")
         assert [line.get_xdata()[0] for line in axes.get_lines()] == [THRESHOLD]
         assert len(axes.patches) == 2  # normal and fault histograms
+        assert all(float(tick).is_integer() for tick in axes.get_yticks())  # image counts
 
 
-def test_histogram_notes_a_threshold_outside_the_scores() -> None:
+def test_histogram_axis_follows_the_score_ranges() -> None:
     frame = predictions()
-    frame.loc[frame["domain"] == "domain_C", "anomaly_score"] += 100.0  # a shifted domain
-    axes = histogram_figure(frame, THRESHOLD, "domain_A").axes[2]
-    assert axes.get_lines() == [] and axes.get_xlim()[0] > 90  # scores keep their own range
-    assert [text.get_text() for text in axes.texts] == [f"validation threshold {THRESHOLD:.4g}\nbelow every score"]
+    frame["anomaly_score"] = np.exp(frame["anomaly_score"])
+    frame.loc[frame["domain"] == "domain_C", "anomaly_score"] *= 1000.0  # a domain shifted by orders of magnitude
+    figure = histogram_figure(frame, float(np.exp(THRESHOLD)), "domain_A")
+    assert figure.axes[2].get_xscale() == "log" and figure.axes[2].get_xlim()[1] > 1000
+    assert [line.get_xdata()[0] for line in figure.axes[2].get_lines()] == [pytest.approx(np.exp(THRESHOLD))]
+
+    frame.loc[frame["domain"] == "domain_C", "anomaly_score"] = 1e6 + frame["anomaly_score"] * 1e-3  # a narrow far cluster
+    axes = histogram_figure(frame, float(np.exp(THRESHOLD)), "domain_A").axes[2]
+    assert axes.get_xlim() == (0.0, 1.0) and "quantile axis" in axes.get_xlabel()
+    assert [label.get_text() for label in axes.get_xticklabels()][-1] == f"{frame['anomaly_score'].max():.4g}"
+    assert 0 < axes.get_lines()[0].get_xdata()[0] < 1  # the threshold at its quantile among the test scores
+
+
+def test_score_scale_decision() -> None:
+    rng = np.random.default_rng(0)
+    wide, narrow = rng.normal(0, 1, 100), rng.normal(0, 1e-3, 100)
+    assert score_scale([wide, wide + 1], 0.5) == "linear"
+    assert score_scale([np.exp(wide), 1000 * np.exp(wide)], 1.0) == "log"
+    assert score_scale([wide, 100 + narrow], 0.5) == "quantile"  # not positive: no log axis
 
 
 def test_example_grid_panels() -> None:
@@ -85,12 +104,24 @@ def test_example_grid_panels() -> None:
     columns, colour_bar = figure.axes[:9], figure.axes[9:]
     assert len(colour_bar) == 1  # category x (input, map, overlay) columns + one colour bar
     titles = [axes.get_title() for axes in columns]
-    assert titles[0] == "highest-scoring faults\ninput" and titles[1:3] == ["anomaly map", "overlay"]
-    assert titles[3].startswith("lowest-scoring faults") and titles[6].startswith("highest-scoring normals")
-    assert [len(axes.get_images()) for axes in columns] == [4, 4, 8] * 3  # the overlay: input + map per image
-    assert [text.get_text() for text in columns[0].texts[:2]] == ["0", "0.tiff"]  # score, file name
+    assert titles[:3] == ["\ninput", "highest-scoring faults\nanomaly map", "\noverlay"]
+    assert titles[4].startswith("lowest-scoring faults") and titles[7].startswith("highest-scoring normals")
+    assert [len(axes.get_images()) for axes in columns] == [4, 4, 4] * 3  # the overlay: one blended image per example
+    assert [text.get_text() for text in columns[0].texts[:2]] == ["0.tiff", "1.tiff"]  # file names under the inputs
+    assert [text.get_text() for text in columns[1].texts[:2]] == ["score 0", "score 1"]  # image scores under the maps
     maps = [image for axes in columns[1::3] for image in axes.get_images()]
     assert len({(image.norm.vmin, image.norm.vmax) for image in maps}) == 1  # one colour scale for the grid
+    assert "p1–p99" in colour_bar[0].get_ylabel()
+
+
+def test_map_colour_scale_ignores_extreme_pixels() -> None:
+    maps = [np.full((10, 30), 0.5) for _ in range(3)]
+    maps[0][4, 5:25] = 0.9  # a fault line
+    maps[1][0, 0] = 50.0  # one extreme pixel: with min/max every other pixel would be one colour
+    norm = map_norm(maps)
+    assert norm.vmax < 1.0 and norm.vmin == 0.5 and norm(0.9) > 0.9
+    tied = map_norm([np.zeros((4, 4))])
+    assert tied.vmax > tied.vmin
 
 
 def test_example_grid_with_few_examples_or_no_maps() -> None:
@@ -110,7 +141,7 @@ def test_write_plots_writes_valid_pngs(tmp_path: Path) -> None:
             assert image.format == "PNG"
     with Image.open(pictures["score_histograms"]) as image:
         width, height = image.size
-    assert width > 2 * height  # three panels side by side
+    assert height > width / 2  # three domains stacked on one score axis
 
 
 def test_tensorboard_gets_domain_scalars_pictures_and_hparams(tmp_path: Path) -> None:
@@ -124,7 +155,7 @@ def test_tensorboard_gets_domain_scalars_pictures_and_hparams(tmp_path: Path) ->
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert set(metric_scalars(record)) | {"hp_metric"} == scalars
+    assert set(metric_scalars(record)) | {"hp_metric", *HPARAM_METRICS.values()} == scalars
     assert {"test/domain_C/image_AUROC", "test/domain_C/warm/image_F1Score", "test/domain_A/oracle_F1Score",
             "test/avg_target_auroc", "test/hmean_target_auroc", "test/hmean_auroc", "test/transfer_ratio", "test/threshold",
             "test/domain_B/image_pAUC_FPR_10pct", "test/domain_C/warm/image_pAUC_FPR_10pct"} <= scalars
@@ -139,6 +170,9 @@ def test_tensorboard_gets_domain_scalars_pictures_and_hparams(tmp_path: Path) ->
     hparams_content = events.PluginTagToContent("hparams")
     assert b"hp_metric" in hparams_content["_hparams_/experiment"]
     assert b"model/image_size" in hparams_content["_hparams_/session_start_info"]
+    assert b"data/manifest_sha256" in hparams_content["_hparams_/session_start_info"]
+    assert all(tag.encode() in hparams_content["_hparams_/experiment"] for tag in HPARAM_METRICS.values())
+    assert events.Scalars("hparams/transfer_ratio")[0].value == pytest.approx(record["transfer_ratio"])
     assert "name: draem" in (tmp_path / "tensorboard" / "hparams.yaml").read_text()
 
 
@@ -146,5 +180,8 @@ def test_histogram_of_nearly_constant_float32_scores() -> None:
     """A barely trained model can give (almost) tied float32 scores; the histogram must still draw."""
     from hdmap_train.plots import score_bin_edges
 
-    edges = score_bin_edges(np.array([0.99999994, 1.0, 1.0], dtype=np.float32), 30)
+    edges = score_bin_edges(np.float32(0.99999994), np.float32(1.0), 30)
     assert len(edges) == 31 and np.all(np.diff(edges) > 0)
+    frame = predictions()
+    frame["anomaly_score"] = np.where(frame.index % 3 == 0, np.float32(0.99999994), np.float32(1.0))
+    assert len(histogram_figure(frame, 1.0, "domain_A").axes) == 3

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +28,8 @@ import numpy as np
 import tifffile
 
 from hdmap_train.data.faults import add_line_faults
+
+log = logging.getLogger(__name__)
 
 # Bump when the generated content changes, so cached datasets are regenerated.
 _GENERATOR_VERSION = 1
@@ -104,7 +107,7 @@ def _image(rng: np.random.Generator, spec: SyntheticSpec, dom: _Domain, cold: bo
 
 
 def generate(spec: SyntheticSpec, root: Path) -> Path:
-    """Write the dataset under root (which must not exist yet or be empty) and return root."""
+    """Write the dataset under root (which must not exist yet or be empty) and return root; logs each domain."""
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty")
@@ -112,7 +115,9 @@ def generate(spec: SyntheticSpec, root: Path) -> Path:
     if unknown:
         raise ValueError(f"unknown synthetic domains {sorted(unknown)}; known: {sorted(DOMAINS)}")
     counts: dict[str, dict[str, int]] = {}
-    for name in spec.domains:
+    log.info("Generating the synthetic dataset (%d domains x %d images) into %s", len(spec.domains),
+             spec.n_train + 2 * spec.n_test, root)
+    for number, name in enumerate(spec.domains, start=1):
         dom = DOMAINS[name]
         sizes = {"train/good": spec.n_train, "test/good": spec.n_test, "test/fault": spec.n_test}
         for split, n in sizes.items():
@@ -125,6 +130,8 @@ def generate(spec: SyntheticSpec, root: Path) -> Path:
                 img = _image(rng, spec, dom, cold=cold, fault=split == "test/fault")
                 tifffile.imwrite(out / f"{i:06d}.tiff", img, photometric="minisblack", metadata=None)
         counts[name] = sizes
+        log.info("Synthetic domain_%s written (%d/%d): %s", name, number, len(spec.domains),
+                 ", ".join(f"{split} {n}" for split, n in sizes.items()))
     manifest = {
         "generator": "synthetic",
         "version": _GENERATOR_VERSION,
