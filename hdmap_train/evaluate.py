@@ -14,7 +14,6 @@ evaluation.threshold_quantile (from validation_scores.csv), new data.subgroups r
 Only light modules are imported until the arguments are checked; torch and anomalib only to predict.
 """
 
-import json
 import logging
 import sys
 from datetime import datetime
@@ -24,14 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from hdmap_train.errors import HdmapError
 from hdmap_train.job_names import covered
-from hdmap_train.run_dir import RunRecord, new_record
+from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record, new_record
 from hdmap_train.train import VALIDATION_SCORES, check_config, record_results, validation_table
 
 log = logging.getLogger(__name__)
 USAGE = """usage: python -m hdmap_train.evaluate run=<run dir> [out=<new dir>] [from_predictions=true] [key=value ...]
   e.g. run=outputs/2026-11-22/10-00-00_draem_A data.root=/data/HDMAP/1000_tiff_minmax domain.targets=[B,C]
        run=<run dir> from_predictions=true evaluation.threshold_quantile=0.95"""
-ARGUMENTS = ("run", "out", "from_predictions")
+PATH_ARGUMENTS = ("run", "out")  # taken literally (a sweep job folder holds = and ,)
 # What from_predictions=true can recompute without the model.
 PREDICTION_KEYS = ("evaluation.threshold_quantile", "evaluation.plots", "domain.targets", "data.subgroups")
 # Data keys that leave the validation split as it was (the run's validation scores stay valid).
@@ -41,20 +40,28 @@ _ABSENT = object()
 
 
 def parse_arguments(args: list[str]) -> tuple[dict, list]:
-    """run/out/from_predictions and the config overrides (Hydra's override grammar); HdmapError on bad usage."""
+    """run/out/from_predictions and the config overrides (Hydra's override grammar); HdmapError on bad usage.
+
+    run= and out= take the rest of their argument literally: sweep job folders hold '=' and ','.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    options = {}
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in PATH_ARGUMENTS:
+            options[key] = value
     try:
-        parsed = OverridesParser.create().parse_overrides(args)
+        parsed = OverridesParser.create().parse_overrides([a for a in args if a.partition("=")[0] not in PATH_ARGUMENTS])
     except OverrideParseException as exc:
         raise HdmapError(str(exc).splitlines()[0]) from None
-    options, overrides = {}, []
+    overrides = []
     for override in parsed:
         if override.is_sweep_override() or override.is_delete() or override.package is not None:
             raise HdmapError(f"{override.input_line}: evaluate takes single key=value (or +key=value) overrides only")
-        if override.key_or_group in ARGUMENTS:
-            options[override.key_or_group] = override.value()
+        if override.key_or_group == "from_predictions":
+            options["from_predictions"] = override.value()
         else:
             overrides.append(override)
     if not options.get("run"):
@@ -62,18 +69,6 @@ def parse_arguments(args: list[str]) -> tuple[dict, list]:
     if not isinstance(options.get("from_predictions", False), bool):
         raise HdmapError(f"from_predictions={options['from_predictions']} must be true or false")
     return options, overrides
-
-
-def finished_record(run_dir: Path) -> RunRecord:
-    """The run's metrics.json, which must say success (read only: an unreadable one is reported, never moved)."""
-    path = run_dir / "metrics.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise HdmapError(f"{path} cannot be read ({exc}): run= must be a run directory holding metrics.json.") from None
-    if record.get("status") != "success":
-        raise HdmapError(f"{run_dir} is not a finished run (status {record.get('status')}): only successful runs are evaluated.")
-    return record
 
 
 def apply_overrides(config: dict, overrides: list) -> DictConfig:
@@ -113,16 +108,6 @@ def new_directory(run_dir: Path, out: str | None) -> Path:
         except FileExistsError:
             continue
     raise HdmapError(f"Cannot create a new directory under {run_dir / 'evaluations'}; pass out=<dir>.")
-
-
-def best_checkpoint(run_dir: Path, record: RunRecord) -> Path:
-    """The run's best checkpoint: as recorded, or under <run>/checkpoints/ when the run was moved."""
-    recorded = Path(record.get("best_checkpoint") or "best.ckpt")
-    for path in (recorded, run_dir / "checkpoints" / recorded.name):
-        if path.is_file():
-            return path
-    raise HdmapError(f"The best checkpoint {recorded} of {run_dir} is missing (also under {run_dir / 'checkpoints'}); "
-                     "without it only from_predictions=true works.")
 
 
 def stored_validation(run_dir: Path):
@@ -230,7 +215,7 @@ def check_request(run_dir: Path, run_record: RunRecord, cfg: DictConfig, keys: l
             raise HdmapError(f"evaluation.threshold_quantile={cfg.evaluation.threshold_quantile} must be in (0, 1]")
         checkpoint, again = run_record.get("best_checkpoint"), False
     else:
-        checkpoint = best_checkpoint(run_dir, run_record)
+        checkpoint = best_checkpoint(run_dir, run_record, "without it only from_predictions=true works")
         check_config(cfg)
         # without stored scores, the validation split is predicted again: the run's own only while its data is unchanged
         again = validation is None and not any(covered(k, ("data", "domain.source", "seed")) and not covered(k, TEST_ONLY_KEYS)

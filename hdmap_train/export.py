@@ -23,8 +23,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from hdmap_train.errors import HdmapError
-from hdmap_train.evaluate import finished_record
-from hdmap_train.run_dir import RunRecord
+from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record
 
 USAGE = """usage: python -m hdmap_train.export run=<run dir> format=onnx|openvino|torch [out=<dir>]
   writes <out>/model.{onnx,xml+bin,pt} and <out>/export.json (default out: <run dir>/export/<format>/)"""
@@ -67,15 +66,6 @@ def check_format(fmt: str) -> None:
             missing.append(package)
     if missing:
         raise HdmapError(f"format={fmt} needs the package(s) {', '.join(missing)}, not installed: {INSTALL[fmt]}.")
-
-
-def run_checkpoint(run_dir: Path, record: RunRecord) -> Path:
-    """The run's best checkpoint: as recorded, or under <run>/checkpoints/ when the run was moved."""
-    recorded = Path(record.get("best_checkpoint") or "best.ckpt")
-    for path in (recorded, run_dir / "checkpoints" / recorded.name):
-        if path.is_file():
-            return path
-    raise HdmapError(f"The best checkpoint {recorded} of {run_dir} is missing (also under {run_dir / 'checkpoints'}): nothing to export.")
 
 
 def load_model(record: RunRecord, checkpoint: Path):
@@ -143,7 +133,7 @@ def export(run_dir: Path, fmt: str, out: str | None = None) -> tuple[Path, dict]
 
     check_format(fmt)
     record = finished_record(run_dir)
-    checkpoint = run_checkpoint(run_dir, record)
+    checkpoint = best_checkpoint(run_dir, record, "nothing to export")
     channels = record["data"]["channels"]
     if fmt != "torch" and channels != 3:
         raise HdmapError(f"{run_dir} was trained with data.channels={channels}; anomalib's {fmt} export traces a "

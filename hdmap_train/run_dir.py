@@ -205,3 +205,26 @@ def earlier_attempt(cfg: DictConfig, run_dir: Path) -> tuple[RunRecord | None, s
             return record, None
     last = run_dir / "checkpoints" / "last.ckpt"
     return None, str(last) if last.is_file() else None
+
+
+def finished_record(run_dir: Path) -> RunRecord:
+    """The run's metrics.json, which must say success (read only: an unreadable one is reported, never moved)."""
+    path = run_dir / "metrics.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HdmapError(f"{path} cannot be read ({exc}): run= must be a run directory holding metrics.json.") from None
+    if record.get("status") != "success":
+        raise HdmapError(f"{run_dir} is not a finished run (status {record.get('status')}): only successful runs are evaluated.")
+    return record
+
+
+def best_checkpoint(run_dir: Path, record: RunRecord, without_it: str) -> Path:
+    """The finished run's best checkpoint: as recorded, or under <run>/checkpoints/ when the run was moved; HdmapError
+    saying `without_it` (what can still be done) when it is gone.
+    """
+    recorded = Path(record.get("best_checkpoint") or "best.ckpt")
+    for path in (recorded, run_dir / "checkpoints" / recorded.name):
+        if path.is_file():
+            return path
+    raise HdmapError(f"The best checkpoint {recorded} of {run_dir} is missing (also under {run_dir / 'checkpoints'}); {without_it}.")

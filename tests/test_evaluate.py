@@ -111,11 +111,12 @@ def test_from_predictions_recomputes_a_new_quantile_new_subgroups_and_fewer_doma
     (["evaluation.threshold_quantil=0.9"], "evaluation.threshold_quantil is not a key of the run's config"),
 ])
 def test_from_predictions_refuses_what_needs_the_model(tmp_path: Path, capsys, args: list[str], message: str) -> None:
-    fake_run(tmp_path / "run")
-    before = file_hashes(tmp_path / "run")
-    assert main([f"run={tmp_path / 'run'}", "from_predictions=true", *args]) == 1
+    run = tmp_path / "domain=A,model=draem,seed=0"  # a sweep job folder: '=' and ',' in run= are taken literally
+    fake_run(run)
+    before = file_hashes(run)
+    assert main([f"run={run}", "from_predictions=true", *args]) == 1
     assert message in capsys.readouterr().err
-    assert file_hashes(tmp_path / "run") == before and not (tmp_path / "run" / "evaluations").exists()
+    assert file_hashes(run) == before and not (run / "evaluations").exists()
 
 
 def test_without_a_checkpoint_only_predictions_work(tmp_path: Path, capsys) -> None:

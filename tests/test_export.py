@@ -96,7 +96,7 @@ def fake_run(run_dir: Path, status: str = "success", channels: int = 3, checkpoi
     (["run={tmp}", "format=tflite"], 1, "format=tflite is not an export format: use one of torch, onnx, openvino."),
     (["run={tmp}", "format=torch"], 1, "metrics.json cannot be read"),
     (["run={tmp}/failed", "format=torch"], 1, "is not a finished run (status failed)"),
-    (["run={tmp}/no_ckpt", "format=torch"], 1, "best.ckpt of {tmp}/no_ckpt is missing (also under {tmp}/no_ckpt/checkpoints): nothing to export."),
+    (["run={tmp}/no_ckpt", "format=torch"], 1, "best.ckpt of {tmp}/no_ckpt is missing (also under {tmp}/no_ckpt/checkpoints); nothing to export."),
     (["run={tmp}/grey", "format=onnx"], 1, "data.channels=1; anomalib's onnx export traces a 3-channel input, so only format=torch"),
     (["run={tmp}/ok", "format=torch"], 1, "best.ckpt cannot be loaded into the run's model (EOFError"),
     (["run={tmp}/ok", "format=openvino"], 1, "format=openvino needs the package(s) openvino, not installed: pip install -e '.[export]' openvino."),
