@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from hdmap_train.errors import HdmapError
+from hdmap_train.errors import HdmapError, run_command
 from hdmap_train.job_names import covered
 from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record, new_record
 from hdmap_train.train import VALIDATION_SCORES, check_config, record_results, validation_table
@@ -143,11 +143,13 @@ def predict_again(cfg: DictConfig, checkpoint: Path, out_dir: Path, record: RunR
     from hdmap_train.data.datamodule import build_datamodule
     from hdmap_train.engine import build_engine, predict_all
     from hdmap_train.models import build_model
+    from hdmap_train.outputs import data_line
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data, cfg.domain, cfg.seed)
     datamodule.setup()
     record["data"] = datamodule.summary()
+    log.info("%s", data_line(record["data"]))
     engine, _, _ = build_engine(cfg, out_dir)
     collector = predict_all(engine, build_model(cfg.model), datamodule, str(checkpoint))
     return collector, {domain: dataset.samples for domain, dataset in datamodule.test_data.items()}
@@ -274,23 +276,15 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate (exit 0); HdmapError: one line, exit 1; usage errors: exit 2."""
-    args = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help"} & set(args):
-        print(USAGE)
-        return 0
-    try:
-        options, overrides = parse_arguments(args)
-    except HdmapError as exc:
-        print(f"{USAGE}\nerror: {exc}", file=sys.stderr)
-        return 2
+    return run_command(USAGE, parse_arguments, evaluate_from_arguments, argv)
+
+
+def evaluate_from_arguments(parsed: tuple[dict, list]) -> RunRecord:
+    """evaluate() with parse_arguments' options and overrides, logging to the terminal."""
+    options, overrides = parsed
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
-    try:
-        out = None if options.get("out") is None else str(options["out"])
-        evaluate(Path(str(options["run"])), overrides, out, options.get("from_predictions", False))
-    except HdmapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    out = None if options.get("out") is None else str(options["out"])
+    return evaluate(Path(str(options["run"])), overrides, out, options.get("from_predictions", False))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hdmap_train.errors import HdmapError
+from hdmap_train.errors import HdmapError, run_command
 from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record
 
 USAGE = """usage: python -m hdmap_train.export run=<run dir> format=onnx|openvino|torch [out=<dir>]
@@ -163,23 +163,14 @@ def export(run_dir: Path, fmt: str, out: str | None = None) -> tuple[Path, dict]
 
 def main(argv: list[str] | None = None) -> int:
     """Export (exit 0); HdmapError: one line, exit 1; usage errors: exit 2."""
-    args = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help"} & set(args):
-        print(USAGE)
-        return 0
-    try:
-        options = parse_arguments(args)
-    except HdmapError as exc:
-        print(f"{USAGE}\nerror: {exc}", file=sys.stderr)
-        return 2
-    try:
-        out_dir, info = export(Path(options["run"]), options["format"], options.get("out"))
-    except HdmapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_command(USAGE, parse_arguments, export_from_arguments, argv)
+
+
+def export_from_arguments(options: dict[str, str]) -> None:
+    """export() with parse_arguments' options; prints where the model and its metadata are."""
+    out_dir, info = export(Path(options["run"]), options["format"], options.get("out"))
     print(f"{info['format']} model: {out_dir / info['model_file']}")
     print(f"metadata: {out_dir / 'export.json'} (threshold {info['threshold']:.6g}: fault if pred_score > threshold)")
-    return 0
 
 
 if __name__ == "__main__":

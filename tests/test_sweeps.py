@@ -33,8 +33,8 @@ def output(result) -> str:
 def test_parallel_sweep_summary_failure_and_rerun(tmp_path: Path, tiny_dataset: Path, hf_cache: Path) -> None:
     sweep = tmp_path / "sweep"
     args = ["--multirun", *sweep_args(sweep, tiny_dataset, "hydra/launcher=gpus",
-                                      "model=draem,patchcore", "domain=A,B")]
-    jobs = [f"domain={d},model={m},size=tiny,trainer=cpu" for d in "AB" for m in ("draem", "patchcore")]
+                                      "model=draem,patchcore", "domain=A,B", "seed=0,1")]
+    jobs = [f"domain={d},model={m},seed={s},size=tiny,trainer=cpu" for d in "AB" for m in ("draem", "patchcore") for s in (0, 1)]
     fake_gpus = {"CUDA_VISIBLE_DEVICES": "0,1"}  # two GPU slots, so n_jobs=2; the CPU trainer never opens them
 
     # First run: PatchCore's backbone is not in the offline cache, so its two jobs fail; DRAEM's succeed.
@@ -52,11 +52,11 @@ def test_parallel_sweep_summary_failure_and_rerun(tmp_path: Path, tiny_dataset: 
     assert leased <= {"CUDA_VISIBLE_DEVICES=0", "CUDA_VISIBLE_DEVICES=1"} and (sweep / ".gpu_locks" / "slot0.lock").is_file()
     table = pd.read_csv(sweep / "summary.csv").set_index("job")
     assert list(table.index) == jobs
-    assert list(table["status"]) == ["success", "failed", "success", "failed"]
-    assert table.loc[jobs[0], "source_AUROC"] >= 0 and table.loc[jobs[0], "AUROC_B"] >= 0 and table.loc[jobs[2], "AUROC_A"] >= 0
-    assert "resnet18" in table.loc[jobs[1], "error"]
+    assert list(table["status"]) == ["success", "success", "failed", "failed"] * 2
+    assert table.loc[jobs[0], "source_AUROC"] >= 0 and table.loc[jobs[0], "AUROC_B"] >= 0 and table.loc[jobs[4], "AUROC_A"] >= 0
+    assert "resnet18" in table.loc[jobs[2], "error"]
     markdown = (sweep / "summary.md").read_text()
-    assert "4 jobs: 2 succeeded, 2 failed" in markdown and f"- `{jobs[1]}`: " in markdown
+    assert "8 jobs: 4 succeeded, 4 failed" in markdown and f"- `{jobs[2]}`: " in markdown
     assert (sweep / "summary.png").stat().st_size > 0
     finished = {job: (sweep / job / "metrics.json").read_bytes() for job in jobs if "draem" in job}
 
@@ -66,7 +66,19 @@ def test_parallel_sweep_summary_failure_and_rerun(tmp_path: Path, tiny_dataset: 
     assert second.returncode == 0, output(second)
     assert all((sweep / job / "metrics.json").read_bytes() == data for job, data in finished.items())
     assert all("Already done, not trained again" in (sweep / job / "train.log").read_text() for job in finished)
-    assert list(pd.read_csv(sweep / "summary.csv")["status"]) == ["success"] * 4
+    assert list(pd.read_csv(sweep / "summary.csv")["status"]) == ["success"] * 8
+
+    # 2 models x 2 sources x 2 seeds: repeats with spread, the paper table, the long table, the transfer matrix.
+    markdown = (sweep / "summary.md").read_text()
+    assert " ± " in markdown and "(n=2)" in markdown
+    assert "\\pm" in (sweep / "summary.tex").read_text() and "\\textbf{" in (sweep / "summary.tex").read_text()
+    stats = pd.read_csv(sweep / "summary_stats.csv")
+    auroc = stats[(stats["metric"] == "image_AUROC") & (stats["subgroup"].fillna("") == "")]
+    assert set(auroc["n"]) == {2} and set(auroc["target"]) == {"A", "B", "C", "D", "average"}
+    assert len(auroc) == 2 * 2 * 5  # conditions x sources x (evaluated domains + their average)
+    long = pd.read_csv(sweep / "results_long.csv")
+    assert {"model", "source", "target", "seed", "metric", "value"} <= set(long.columns) and set(long["seed"]) == {0, 1}
+    assert (sweep / "transfer_matrix.png").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -83,14 +95,19 @@ def test_submitit_local_sweep(tmp_path: Path, tiny_dataset: Path) -> None:
 @pytest.mark.slow
 def test_optuna_search_maximises_the_returned_metric(tmp_path: Path, tiny_dataset: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = sweep_args(sweep, tiny_dataset, "hparams_search=draem_optuna", "model=draem",
-                      "hydra.sweeper.n_trials=2", "model.max_epochs=1")  # no --multirun: the search config sets it
-    result = run_cli(args, cwd=tmp_path)
+    # The README's narrowing example: a command-line range replaces the config's, a plain value fixes a parameter.
+    args = sweep_args(sweep, tiny_dataset, "hparams_search=draem_optuna", "model=draem", "hydra.sweeper.n_trials=2",
+                      "model.max_epochs=1", "model.module.learning_rate=tag(log, interval(1e-4, 2e-4))",
+                      "model.module.reconstructive_width=8", "model.module.discriminative_width=choice(4, 6)")
+    result = run_cli(args, cwd=tmp_path)  # no --multirun: the search config sets it
     assert result.returncode == 0, output(result)
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     trials = pd.read_csv(sweep / "summary.csv")
     assert len(trials) == 2 and best.best_value == pytest.approx(trials["avg_target_auroc"].max())
-    assert set(best.best_params) == {"model.module.learning_rate", "model.module.reconstructive_width", "model.module.discriminative_width"}
+    assert set(best.best_params) == {"model.module.learning_rate", "model.module.discriminative_width"}
+    assert 1e-4 <= best.best_params["model.module.learning_rate"] <= 2e-4 and best.best_params["model.module.discriminative_width"] in (4, 6)
+    configs = [OmegaConf.load(path).model.module for path in sweep.glob("*/.hydra/config.yaml")]
+    assert len(configs) == 2 and all(c.reconstructive_width == 8 and 1e-4 <= c.learning_rate <= 2e-4 for c in configs)
 
 
 def sweep_job_cfg(overrides: list[str], run_dir: Path):

@@ -216,11 +216,6 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             domain: self._dataset(scan_domain(self.root, domain, "test", self.subgroups), domain, budget)
             for domain in self.domains
         }
-        log.info(
-            "Data %s: train %d, val %d, test %s; cache %s",
-            self.root, len(self.train_data), len(self.val_data),
-            {d: len(ds) for d, ds in self.test_data.items()}, self._cache_modes(),
-        )
         if not (self.root / "manifest.json").is_file():
             log.warning(
                 "%s has no manifest.json: the domain mapping (which raw condition and sensor each domain_X holds) is "
