@@ -36,7 +36,7 @@ ARGUMENTS = ("run", "out", "from_predictions")
 PREDICTION_KEYS = ("evaluation.threshold_quantile", "evaluation.plots", "domain.targets", "data.subgroups")
 # Data keys that leave the validation split as it was (the run's validation scores stay valid).
 TEST_ONLY_KEYS = ("data.subgroups", "data.eval_batch_size", "data.num_workers", "data.cache_limit_mb",
-                  "data.multiprocessing_context", "data.pin_memory")
+                  "data.multiprocessing_context", "data.pin_memory", "data.device_cache")
 _ABSENT = object()
 
 

@@ -4,6 +4,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 import torch
@@ -12,7 +13,10 @@ from hdmap_train.data import datamodule as datamodule_module
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule, build_datamodule
 from hdmap_train.data.dataset import HDMAPImageBatch
 from hdmap_train.errors import HdmapError
-from helpers.config import compose_cfg
+from hdmap_train.train import run
+from hdmap_train.weights import write_random_weights
+from helpers.config import PRETRAINED, compose_cfg
+from helpers.runs import assert_complete_record, tiny_run_cfg
 
 
 def make_dataset(root: Path, n_train: int = 10, n_test: int = 4) -> Path:
@@ -135,3 +139,30 @@ def test_device_cache_on_the_gpu_matches_the_cpu_pipeline(tmp_path: Path) -> Non
     pinned = datamodule(root, accelerator="gpu", **options)
     pinned.setup()
     assert next(iter(pinned.train_dataloader())).image.is_pinned()
+
+
+@pytest.mark.slow
+def test_patchcore_run_with_device_cache_scores_as_the_default(tiny_dataset: Path, tmp_path: Path, hf_cache: Path) -> None:
+    write_random_weights(PRETRAINED["patchcore"], hf_cache)
+    scores = {}
+    for name, extra in (("default", []), ("device", ["data.device_cache=true"])):
+        run(tiny_run_cfg("patchcore", tiny_dataset, tmp_path / name, *extra), tmp_path / name)
+        record = assert_complete_record(tmp_path / name, "patchcore")
+        scores[name] = pd.read_csv(tmp_path / name / "predictions.csv")
+    cache = record["data"]["cache"]
+    assert cache["device"] == "cpu" and cache["train"] == cache["val"] == "device" and set(cache["test"].values()) == {"device"}
+    assert record["training_info"]["coreset_device"] == "cpu" and record["data"]["pin_memory"] is False
+    assert scores["device"].image_path.tolist() == scores["default"].image_path.tolist()
+    np.testing.assert_allclose(scores["device"].anomaly_score, scores["default"].anomaly_score, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_patchcore_gpu_run_pins_or_caches_on_the_gpu(tiny_dataset: Path, tmp_path: Path, hf_cache: Path) -> None:
+    write_random_weights(PRETRAINED["patchcore"], hf_cache)
+    for name, extra in (("pinned", []), ("device", ["data.device_cache=true"])):
+        run(tiny_run_cfg("patchcore", tiny_dataset, tmp_path / name, "trainer=gpu", *extra), tmp_path / name)
+        record = assert_complete_record(tmp_path / name, "patchcore")
+        assert record["training_info"]["coreset_device"].startswith("cuda")
+        assert record["data"]["pin_memory"] is (name == "pinned")
+        assert record["data"]["cache"].get("device") == ("cuda" if name == "device" else None)

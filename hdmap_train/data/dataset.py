@@ -151,7 +151,8 @@ class HDMAPDataset(AnomalibDataset):
         else:
             natives = [self._images[i] if self.cache_mode == "native" else self._native(i) for i in indices]
             batch = self.pipeline(natives)
-        return batch.expand(-1, 3, -1, -1) if self.channels == 3 else batch
+        batch = batch.expand(-1, 3, -1, -1) if self.channels == 3 else batch
+        return batch.contiguous() if self.cache_mode == "device" else batch  # as the others' copy to the GPU makes them
 
     def __getitem__(self, index: int) -> ImageItem:
         return HDMAPImageItem(image=self.images([index])[0], gt_label=self._labels[index], image_path=self._paths[index])
