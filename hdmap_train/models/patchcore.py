@@ -5,6 +5,8 @@ arithmetic done in row blocks with buffers allocated once (BlockedKCenterGreedy)
 the same seed, faster on CPU and with bounded temporary memory (bench/patchcore_fit.py measures both).
 Both run on the device of the stored embedding, which is the model's (a GPU under trainer=gpu); the blocked
 sampler is given the model's device explicitly, and `coreset_device` (training_info) records where it ran.
+On a CPU the indices are anomalib's for any block size; on a GPU while the projected features fit in one
+block (block_bytes), since CUDA may sum a norm in another order for another block shape.
 """
 
 import logging
