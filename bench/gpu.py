@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/gpu.py [--models draem draem_cutpaste patchcore dinomaly] [--out gpu.md]
     .venv/bin/python bench/gpu.py --tiny --models draem patchcore      # CPU check of the script: seconds
+    .venv/bin/python bench/gpu.py --data device_cache=true             # images kept on the GPU (vs pinned loaders)
 
 Each model is composed as `python -m hdmap_train model=<m> trainer=gpu` composes it (conf/model/<m>.yaml,
 paper size; --tiny: size=tiny; trainer=cpu without CUDA), on the built-in synthetic dataset generated into
@@ -53,7 +54,7 @@ def compose_model(model: str, args: argparse.Namespace, work: Path) -> DictConfi
         f"model={model}", f"trainer={args.trainer}", "data=synthetic", f"data.synthetic.n_train={args.n_train}",
         f"data.synthetic.n_test={args.n_test}", "+data.synthetic.domains=[A]", "domain.targets=[]",
         f"paths.root_dir={work}", f"paths.cache_dir={work / 'cache'}", f"paths.output_dir={work / 'run'}",
-        *(["size=tiny"] if args.tiny else []),
+        *(["size=tiny"] if args.tiny else []), *(f"data.{setting}" for setting in args.data),
     ]
     with initialize_config_dir(str(CONF), version_base="1.3"):
         return compose("train", overrides)
@@ -129,6 +130,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="training batches left out of the rates")
     parser.add_argument("--train-batches", type=int, help="stop the epoch after this many batches (default: whole epoch)")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser.add_argument("--data", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="data settings, e.g. device_cache=true or pin_memory=false (the data wait they change)")
     args = parser.parse_args()
     args.random_weights |= args.tiny
     args.n_train = args.n_train or (40 if args.tiny else 1000)
@@ -136,7 +139,8 @@ def main() -> None:
     cuda = torch.cuda.is_available() and args.trainer != "cpu"
     device = torch.cuda.get_device_name() if cuda else "CPU"
     peak = "torch.cuda.max_memory_allocated" if cuda else "the process's peak RSS"
-    header = (f"{device}, torch {torch.__version__}, trainer={args.trainer}{', size=tiny' if args.tiny else ''}; "
+    header = (f"{device}, torch {torch.__version__}, trainer={args.trainer}{', size=tiny' if args.tiny else ''}"
+              f"{''.join(f', data.{setting}' for setting in args.data)}; "
               f"{args.n_train} training images, {2 * args.n_test} test images; peak MiB = {peak}")
     rows, errors = [], {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -78,6 +78,7 @@ def training_info(cfg: DictConfig, engine: Engine, history: TrainingHistory) -> 
         "attempts": history.attempts,
         # memory-bank models that time their fit phases (HDMAPPatchcore)
         "fit_phase_seconds": {k: round(v, 3) for k, v in getattr(engine.model, "fit_phase_seconds", {}).items()} or None,
+        "coreset_device": getattr(engine.model, "coreset_device", None),  # where PatchCore selected its coreset
     }
 
 

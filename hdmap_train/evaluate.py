@@ -35,7 +35,7 @@ PATH_ARGUMENTS = ("run", "out")  # taken literally (a sweep job folder holds = a
 PREDICTION_KEYS = ("evaluation.threshold_quantile", "evaluation.plots", "domain.targets", "data.subgroups")
 # Data keys that leave the validation split as it was (the run's validation scores stay valid).
 TEST_ONLY_KEYS = ("data.subgroups", "data.eval_batch_size", "data.num_workers", "data.cache_limit_mb",
-                  "data.multiprocessing_context")
+                  "data.multiprocessing_context", "data.pin_memory", "data.device_cache")
 _ABSENT = object()
 
 

@@ -32,6 +32,9 @@ RESULT_NEUTRAL_OVERRIDE_KEYS = (
     "trainer.enable_progress_bar",
     "data.num_workers",
     "data.cache_limit_mb",
+    "data.pin_memory",              # how batches reach the GPU, not what they hold
+    "data.device_cache",            # where the images are kept and resized (the same values within float rounding)
+    "data.accelerator",             # a copy of trainer.accelerator, which counts
     "data.cache_dir",               # where synthetic datasets are generated (the data is named by data.synthetic)
     "paths",                        # directories; the data itself is named by data.root
     "hydra",                        # launcher, sweep and run directories

@@ -161,7 +161,8 @@ def data_line(data: dict) -> str:
         f"{data['val_samples']} ({validation['normal']} normal, {validation['fault']} fault; {validation['mode']}), "
         f"test {tests} | native {native} -> {'x'.join(map(str, data['image_size']))} ({data['resize']}, "
         f"{data['channels']} channel(s)) | normalisation {normalization['mode']} (stats {normalization['stats']}){numbers}"
-        f" | cache {'/'.join(kinds)} (limit {cache['limit_mb']} MB) | manifest "
+        f" | cache {'/'.join(kinds)}{' on ' + cache['device'] if 'device' in cache else ''} (limit {cache['limit_mb']} MB)"
+        f"{', pinned batches' if data.get('pin_memory') else ''} | manifest "
         + (f"sha256 {manifest['sha256'][:12]}" if manifest else "none (mapping not verified)")
     )
 

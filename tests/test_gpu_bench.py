@@ -41,6 +41,14 @@ def test_tiny_bench_writes_its_table_on_a_cpu(tmp_path: Path) -> None:
         assert 0 <= float(row["data wait %"]) < 100
 
 
+@pytest.mark.slow
+def test_tiny_bench_with_the_device_cache(tmp_path: Path) -> None:
+    rows = bench_table(tmp_path, "--tiny", "--models", "draem", "--n-train", "20", "--n-test", "4", "--train-batches", "2",
+                       "--warmup", "1", "--data", "device_cache=true")
+    assert "data.device_cache=true" in (tmp_path / "gpu.md").read_text().splitlines()[0]
+    assert float(rows["draem"]["train img/s"]) > 0 and float(rows["draem"]["infer img/s"]) > 0
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_paper_size_bench_on_a_gpu(tmp_path: Path) -> None:

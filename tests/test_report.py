@@ -30,7 +30,8 @@ def test_summary_csv_one_row_per_job(sweep: Path) -> None:
     assert list(table.columns[:8]) == ["job", "condition", "model", "source", "seed", "status", "source_AUROC", "source_F1"]
     assert list(table.columns[8:16]) == ["AUROC_A", "F1_A", "AUROC_B", "F1_B", "AUROC_C", "F1_C", "AUROC_D", "F1_D"]
     assert list(table.columns[16:]) == ["avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio",
-                                        "transfer_ratio_note", "fit_seconds", "error"]
+                                        "transfer_ratio_note", "fit_seconds", "parameters", "inference_images_per_s",
+                                        "peak_memory_mb", "memory_bank_mb", "inference_device", "error"]
     draem_a = table.iloc[0]
     assert draem_a["condition"] == "draem" and draem_a["source"] == "A" and pd.isna(draem_a["AUROC_A"])
     assert draem_a["source_AUROC"] == 1.0 and draem_a["AUROC_B"] == 0.8 and draem_a["F1_D"] == pytest.approx(0.5)

@@ -66,7 +66,11 @@ def test_parallel_sweep_summary_failure_and_rerun(tmp_path: Path, tiny_dataset: 
     assert second.returncode == 0, output(second)
     assert all((sweep / job / "metrics.json").read_bytes() == data for job, data in finished.items())
     assert all("Already done, not trained again" in (sweep / job / "train.log").read_text() for job in finished)
-    assert list(pd.read_csv(sweep / "summary.csv")["status"]) == ["success"] * 8
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["status"]) == ["success"] * 8
+    assert (summary["parameters"] > 0).all() and (summary["inference_images_per_s"] > 0).all()  # efficiency per job
+    assert summary["memory_bank_mb"].notna().tolist() == [False, False, True, True] * 2  # PatchCore's coreset only
+    assert "## Cost per condition and source domain" in (sweep / "summary.md").read_text()
 
     # 2 models x 2 sources x 2 seeds: repeats with spread, the paper table, the long table, the transfer matrix.
     markdown = (sweep / "summary.md").read_text()

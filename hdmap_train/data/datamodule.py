@@ -11,6 +11,10 @@ normalising and resizing hdmap_train.data.images / .normalization, and the in-me
 hdmap_train.data.dataset. `build_datamodule` instantiates it from the `data` config group (its
 `_target_`); with `data.synthetic` set, the built-in dataset is generated once into `data.cache_dir`
 (hdmap_train.data.synthetic) and used as the root.
+
+On a CUDA GPU (CUDA available and `accelerator`, data.accelerator = trainer.accelerator, not cpu) the
+loaders pin their batches (`pin_memory: auto`), and `device_cache: true` keeps every split on the GPU,
+normalised and resized there; elsewhere device_cache keeps it on the CPU through the same code.
 """
 
 import logging
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule
@@ -45,6 +50,12 @@ log = logging.getLogger(__name__)
 
 VALIDATION_MODES = ("normal", "synthetic_faults")
 MP_CONTEXTS = (None, "fork", "spawn", "forkserver")
+PIN_MEMORY = ("auto", True, False)
+
+
+def on_cuda(accelerator: str) -> bool:
+    """Whether a trainer with this accelerator runs on a CUDA GPU: CUDA is available and it is not cpu."""
+    return torch.cuda.is_available() and accelerator != "cpu"
 
 
 def build_datamodule(data_cfg: DictConfig, domain_cfg: DictConfig, seed: int) -> "MultiDomainHDMAPDataModule":
@@ -102,6 +113,9 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         drop_single_leftover: bool = True,
         synthetic: dict | None = None,
         cache_dir: str | Path | None = None,
+        accelerator: str = "auto",
+        pin_memory: bool | str = "auto",
+        device_cache: bool = False,
     ) -> None:
         """Check every option (nothing is read from disk until `setup`, except a synthetic dataset's generation).
 
@@ -127,6 +141,10 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             drop_single_leftover: drop a last training batch of exactly one image (for BatchNorm training).
             synthetic: a SyntheticSpec as a dict: generate (or reuse) that dataset and use it as the root.
             cache_dir: where synthetic datasets are generated (one folder per spec).
+            accelerator: the trainer's accelerator (trainer.accelerator): decides where the model runs.
+            pin_memory: "auto" (pinned when training on a CUDA GPU), true or false.
+            device_cache: keep every split on the model's device (the current CUDA GPU, else the CPU),
+                normalised and resized there; it must fit in cache_limit_mb and needs num_workers=0.
         """
         super().__init__()
         resolved_root = dataset_root(root, synthetic, cache_dir)
@@ -145,6 +163,14 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         if multiprocessing_context not in MP_CONTEXTS:
             msg = f"data.multiprocessing_context={multiprocessing_context} must be fork, spawn, forkserver or null."
             raise HdmapError(msg)
+        if pin_memory not in PIN_MEMORY:
+            raise HdmapError(f"data.pin_memory={pin_memory} must be auto, true or false.")
+        if device_cache and num_workers > 0:
+            msg = (f"data.device_cache=true keeps the images on the device, which DataLoader workers cannot share; set "
+                   f"data.num_workers=0 (now {num_workers}) or data.device_cache=false.")
+            raise HdmapError(msg)
+        if device_cache and pin_memory is True:
+            raise HdmapError("data.pin_memory=true has nothing to pin with data.device_cache=true; set data.pin_memory=auto.")
         self.root = resolved_root
         self.source = domain_folder(source)
         self.targets = [domain_folder(t) for t in targets]
@@ -165,6 +191,8 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         self.subgroups = check_subgroups(subgroups)
         self.min_train_images = int(min_train_images)
         self.drop_single_leftover = drop_single_leftover
+        self.pin_memory = (not device_cache and on_cuda(accelerator)) if pin_memory == "auto" else pin_memory
+        self.cache_device = torch.device("cuda" if on_cuda(accelerator) else "cpu") if device_cache else None
         self.subgroup_warnings: list[str] = []
         self.statistics: dict[str, PixelStats] = {}
         self.normalizers: dict[str, Normalizer] = {}
@@ -243,7 +271,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         natives: dict[str, np.ndarray] | None = None, faults: FaultInjector | None = None,
     ) -> HDMAPDataset:
         pipeline = ImagePipeline(self.image_size, self.resize, self.normalizers[domain])
-        return HDMAPDataset(samples, pipeline, self.channels, budget, natives, faults)
+        return HDMAPDataset(samples, pipeline, self.channels, budget, natives, faults, self.cache_device)
 
     def drops_last_image(self) -> bool:
         """Whether training drops one image per epoch: only a last batch of exactly one, when drop_single_leftover.
@@ -267,6 +295,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             persistent_workers=workers > 0,
             multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
             collate_fn=dataset.collate_fn,
+            pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -315,6 +344,8 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             },
             "subgroups": subgroups,
             "subgroup_warnings": self.subgroup_warnings,
-            "cache": {"limit_mb": self.cache_limit_mb, **self._cache_modes()},
+            "cache": {"limit_mb": self.cache_limit_mb, **self._cache_modes(),
+                      **({"device": str(self.cache_device)} if self.cache_device else {})},
             "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
         }

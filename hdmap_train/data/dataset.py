@@ -3,7 +3,8 @@
 A dataset is built from a sample table (hdmap_train.data.layout.scan_domain) and an ImagePipeline
 (hdmap_train.data.images): every image is decoded once at construction (a corrupt file fails there,
 naming itself). A DataLoader gets whole batches from `__getitems__`, cut from one cached tensor in one
-operation, and `collate` passes them through unchanged.
+operation, and `collate` passes them through unchanged. With a `device` (data.device_cache) the cached
+tensor lives there, normalised and resized by that device, and batches are cut there.
 """
 
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from torchvision.tv_tensors import Image
 
 from hdmap_train.data.faults import FaultInjector
 from hdmap_train.data.images import ImagePipeline, read_image, read_images
+from hdmap_train.errors import HdmapError
 
 
 class HDMAPImageItem(ImageItem):
@@ -43,6 +45,10 @@ class HDMAPImageBatch(ImageBatch):
             return Image(image, dtype=torch.float32)
         return ImageBatch.validate_image(image)
 
+    def pin_memory(self) -> "HDMAPImageBatch":
+        """The batch with its image and labels in page-locked memory (what DataLoader(pin_memory=True) calls)."""
+        return self.update(in_place=False, image=self.image.pin_memory(), gt_label=self.gt_label.pin_memory())
+
 
 class CacheBudget:
     """The bytes left for keeping decoded images in memory (shared by every split of a datamodule)."""
@@ -53,6 +59,7 @@ class CacheBudget:
         Args:
             limit_mb: memory for decoded images, in MiB (float("inf") for no limit).
         """
+        self.limit_mb = limit_mb
         self.left = float(limit_mb) * 2**20
 
     def take(self, nbytes: int) -> bool:
@@ -70,6 +77,7 @@ class HDMAPDataset(AnomalibDataset):
     where samples.injected_fault is set, then the split is kept in memory as the final
     (N, 1, H, W) tensor if it fits in `budget` ("resized"), else as decoded arrays that are
     normalised and resized on access ("native"), else re-read from file on every access ("stream").
+    With a `device`, the final tensor is made and kept on that device ("device"); it must fit in `budget`.
     Channels: 3 replicates the grey image (ImageNet backbones), 1 keeps it single-channel.
     """
 
@@ -81,6 +89,7 @@ class HDMAPDataset(AnomalibDataset):
         budget: CacheBudget | None = None,
         natives: dict[str, np.ndarray] | None = None,
         faults: FaultInjector | None = None,
+        device: torch.device | None = None,
     ) -> None:
         """Decode (or take) every image of `samples` and cache the split as far as `budget` allows.
 
@@ -91,12 +100,14 @@ class HDMAPDataset(AnomalibDataset):
             budget: memory shared with the other splits; None = unlimited.
             natives: already decoded images by path (train/validation share one read); the rest are read here.
             faults: the injector for the rows whose injected_fault is set.
+            device: keep the split on this device, normalised and resized there (None: the CPU tiers).
         """
         super().__init__()
         self.samples = samples
         self.pipeline = pipeline
         self.channels = channels
         self.faults = faults
+        self.device = device
         self._paths = list(self.samples.image_path)
         self._labels = torch.tensor(self.samples.label_index.to_numpy(dtype=np.int64))
         self._faulty = self.samples.get("injected_fault", pd.Series(False, index=self.samples.index)).to_numpy(bool)
@@ -116,6 +127,14 @@ class HDMAPDataset(AnomalibDataset):
 
     def _keep(self, images: list[np.ndarray], budget: CacheBudget) -> tuple[str, torch.Tensor | list | None]:
         resized_bytes = len(images) * self.pipeline.image_size[0] * self.pipeline.image_size[1] * 4
+        if self.device is not None:
+            if not budget.take(resized_bytes):
+                split = f"{self.samples.domain.iloc[0]} {self.samples.split.iloc[0]}"
+                msg = (f"data.device_cache=true: the {split} images need {resized_bytes / 2**20:.1f} MiB on {self.device}, more "
+                       f"than the {max(budget.left, 0) / 2**20:.1f} MiB left of data.cache_limit_mb={budget.limit_mb}; raise "
+                       "data.cache_limit_mb or set data.device_cache=false.")
+                raise HdmapError(msg)
+            return "device", self.pipeline(images, self.device)
         if budget.take(resized_bytes):
             return "resized", self.pipeline(images)
         if budget.take(sum(image.nbytes for image in images)):
@@ -124,13 +143,16 @@ class HDMAPDataset(AnomalibDataset):
 
     def images(self, indices: list[int]) -> torch.Tensor:
         """The (B, C, H, W) images of `indices` (C = channels; 3 is a read-only expanded view)."""
-        if self.cache_mode == "resized":
+        if self.cache_mode == "device":
+            batch = self._images[indices]
+        elif self.cache_mode == "resized":
             # numpy's gather: one plain copy, without torch's thread pool (slow for small copies on busy CPUs)
             batch = torch.from_numpy(self._images.numpy()[indices])
         else:
             natives = [self._images[i] if self.cache_mode == "native" else self._native(i) for i in indices]
             batch = self.pipeline(natives)
-        return batch.expand(-1, 3, -1, -1) if self.channels == 3 else batch
+        batch = batch.expand(-1, 3, -1, -1) if self.channels == 3 else batch
+        return batch.contiguous() if self.cache_mode == "device" else batch  # as the others' copy to the GPU makes them
 
     def __getitem__(self, index: int) -> ImageItem:
         return HDMAPImageItem(image=self.images([index])[0], gt_label=self._labels[index], image_path=self._paths[index])

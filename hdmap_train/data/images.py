@@ -8,7 +8,8 @@ NaN/inf and unreadable files raise HdmapError naming the file. `read_images` war
 mixes kinds (value ranges) or converts colour.
 
 `ImagePipeline` brings decoded images to what a model gets: normalised (hdmap_train.data.normalization)
-and resized, as one float32 tensor, CHUNK images per tensor operation.
+and resized, as one float32 tensor, CHUNK images per tensor operation, on the CPU or on another device
+(data.device_cache: the decoded arrays are copied there and normalised and resized by the device).
 """
 
 import logging
@@ -201,15 +202,15 @@ class ImagePipeline:
     resize: str = "bilinear"
     normalizer: Normalizer = field(default_factory=Normalizer)
 
-    def __call__(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Normalise and resize `images` (runs of equal native shape go through together)."""
-        out = torch.empty((len(images), 1, *self.image_size), dtype=torch.float32)
+    def __call__(self, images: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
+        """Normalise and resize `images` on `device` (runs of equal native shape go through together)."""
+        out = torch.empty((len(images), 1, *self.image_size), dtype=torch.float32, device=device)
         start = 0
         while start < len(images):
             stop = start + 1
             while stop < len(images) and stop - start < CHUNK and images[stop].shape == images[start].shape:
                 stop += 1
-            batch = torch.from_numpy(np.stack(images[start:stop]))[:, None]
+            batch = torch.from_numpy(np.stack(images[start:stop]))[:, None].to(device)
             out[start:stop] = resize(self.normalizer(batch), self.image_size, self.resize)
             start = stop
         return out

@@ -3,8 +3,13 @@
 `coreset_sampler: anomalib` is anomalib's KCenterGreedy. `blocked` is the same algorithm with the same
 arithmetic done in row blocks with buffers allocated once (BlockedKCenterGreedy): the same indices for
 the same seed, faster on CPU and with bounded temporary memory (bench/patchcore_fit.py measures both).
+Both run on the device of the stored embedding, which is the model's (a GPU under trainer=gpu); the blocked
+sampler is given the model's device explicitly, and `coreset_device` (training_info) records where it ran.
+On a CPU the indices are anomalib's for any block size; on a GPU while the projected features fit in one
+block (block_bytes), since CUDA may sum a norm in another order for another block shape.
 """
 
+import logging
 import time
 
 import torch
@@ -12,7 +17,10 @@ from anomalib.models import Patchcore
 from anomalib.models.components import KCenterGreedy
 from tqdm import tqdm
 
+from hdmap_train.efficiency import synchronize
 from hdmap_train.errors import HdmapError
+
+log = logging.getLogger(__name__)
 
 
 class BlockedKCenterGreedy(KCenterGreedy):
@@ -29,6 +37,20 @@ class BlockedKCenterGreedy(KCenterGreedy):
     # enough that its thread synchronisation stays negligible when other processes share the cores (4 MiB
     # blocks were a little faster on an idle CPU and five times slower on a busy one).
     block_bytes = 64 << 20
+
+    def __init__(self, embedding: torch.Tensor, sampling_ratio: float, device: torch.device | str | None = None,
+                 block_bytes: int | None = None) -> None:
+        """KCenterGreedy's sampler, computing on `device`.
+
+        Args:
+            embedding: the (N, d) patch features (or (N, ...) features, flattened unprojected).
+            sampling_ratio: coreset size / N.
+            device: where the selection runs; the embedding is moved there (default: where it is).
+            block_bytes: size of one block's difference buffer (default: the class's block_bytes).
+        """
+        super().__init__(embedding if device is None else embedding.to(device), sampling_ratio)
+        if block_bytes is not None:
+            self.block_bytes = block_bytes
 
     def select_coreset_idxs(self) -> list[int]:
         """Indices of the coreset, in selection order (as KCenterGreedy.select_coreset_idxs)."""
@@ -82,6 +104,7 @@ class HDMAPPatchcore(Patchcore):
             raise HdmapError(msg)
         super().__init__(**kwargs)
         self.coreset_sampler = coreset_sampler
+        self.coreset_device: str | None = None
         self.fit_phase_seconds = {"feature_extraction": 0.0, "coreset_selection": 0.0, "memory_bank": 0.0}
 
     def training_step(self, batch, *args, **kwargs) -> torch.Tensor:
@@ -99,10 +122,18 @@ class HDMAPPatchcore(Patchcore):
         start = time.perf_counter()
         embedding = torch.vstack(self.model.embedding_store)
         self.model.embedding_store.clear()
+        synchronize(embedding.device)
         stacked = time.perf_counter()
-        sampler = CORESET_SAMPLERS[self.coreset_sampler](embedding=embedding, sampling_ratio=self.coreset_sampling_ratio)
+        if self.coreset_sampler == "blocked":
+            sampler = BlockedKCenterGreedy(embedding, self.coreset_sampling_ratio, device=self.device)
+        else:
+            sampler = KCenterGreedy(embedding=embedding, sampling_ratio=self.coreset_sampling_ratio)
+        self.coreset_device = str(sampler.embedding.device)
+        log.info("Coreset selection (%s): %d of %d patch features on %s", self.coreset_sampler, sampler.coreset_size,
+                 len(embedding), self.coreset_device)
         indices = sampler.select_coreset_idxs()
         selected = time.perf_counter()
-        self.model.memory_bank = embedding[indices]
+        self.model.memory_bank = sampler.embedding[indices]
+        synchronize(self.model.memory_bank.device)
         self.fit_phase_seconds["coreset_selection"] = selected - stacked
         self.fit_phase_seconds["memory_bank"] = (stacked - start) + (time.perf_counter() - selected)

@@ -1,5 +1,6 @@
 """Read a sweep directory: one summary row per job folder (success, failed, missing, unreadable), with its
-overrides, condition and the records of the readable jobs.
+overrides, condition, what the job cost (metrics.json `efficiency`; empty for older records) and the records
+of the readable jobs.
 """
 
 import json
@@ -18,7 +19,10 @@ from hdmap_train.sweep.conditions import condition_table, interpolation_links, l
 log = logging.getLogger(__name__)
 FIRST_COLUMNS = ["job", "condition", "model", "source", "seed", "status", "source_AUROC", "source_F1"]
 SHIFT_COLUMNS = ["avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio"]
-LAST_COLUMNS = [*SHIFT_COLUMNS, "transfer_ratio_note", "fit_seconds", "error"]
+# metrics.json efficiency (hdmap_train.efficiency.run_efficiency): parameters_total, test-set inference rate, peak
+# memory (CUDA allocated on a GPU, peak RSS on a CPU), the memory bank (PatchCore's coreset or PaDiM's Gaussian)
+EFFICIENCY_COLUMNS = ["parameters", "inference_images_per_s", "peak_memory_mb", "memory_bank_mb"]
+LAST_COLUMNS = [*SHIFT_COLUMNS, "transfer_ratio_note", "fit_seconds", *EFFICIENCY_COLUMNS, "inference_device", "error"]
 OVERRIDE_PREFIX = "override."  # summary.csv column of a job override: override.<key>, e.g. override.model.max_epochs
 
 
@@ -59,6 +63,22 @@ def short_domain(domain: str) -> str:
     return domain.removeprefix("domain_")
 
 
+def mebibytes(count: int | None) -> float | None:
+    """Bytes in MiB, None for none."""
+    return None if count is None else count / 2**20
+
+
+def efficiency_row(record: dict) -> dict:
+    """The EFFICIENCY_COLUMNS and inference_device of a record's `efficiency` block ({} without one: older runs)."""
+    found = record.get("efficiency") or {}
+    if not found:
+        return {}
+    store = found.get("memory_bank") or found.get("gaussian") or {}
+    return {"parameters": found.get("parameters_total"), "inference_images_per_s": found.get("inference_images_per_second"),
+            "peak_memory_mb": mebibytes(found.get("peak_memory_bytes")), "memory_bank_mb": mebibytes(store.get("bytes")),
+            "inference_device": found.get("device")}
+
+
 def record_row(record: dict) -> dict:
     """One summary row from a metrics.json record (successful or failed)."""
     error = (record.get("error") or "").strip()
@@ -69,6 +89,7 @@ def record_row(record: dict) -> dict:
         "status": record["status"],
         "error": error.splitlines()[0] if error else "",
         "fit_seconds": (record.get("training_info") or {}).get("fit_seconds"),
+        **efficiency_row(record),
     }
     if record["status"] != "success":
         return row
@@ -158,7 +179,8 @@ def collect(sweep_dir: Path) -> Sweep:
         msg = f"{sweep_dir} holds no job folders (.hydra/ or metrics.json): pass a sweep directory such as multirun/<date>/<time>."
         raise HdmapError(msg)
     table = pd.DataFrame(rows)
-    table["seed"] = pd.to_numeric(table.get("seed"), errors="coerce").astype("Int64")  # integers, also beside missing jobs
+    for column in ("seed", "parameters"):  # integers, also beside missing jobs and records without them
+        table[column] = pd.to_numeric(table.get(column, pd.Series(index=table.index, dtype=float)), errors="coerce").astype("Int64")
     configs = [(records.get(job) or {}).get("condition", {}).get("config") for job in table["job"]]
     conditions = condition_table(table.get("model", pd.Series(index=table.index, dtype=object)).tolist(), configs, links)
     table = pd.concat([table, conditions], axis=1)

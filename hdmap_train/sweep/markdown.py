@@ -1,5 +1,6 @@
-"""summary.md: job counts, the conditions, conditions x source domains, the paper table, domain-shift numbers and
-every metric as mean ± std (n) over repeats, every job, and the failed, missing and unreadable jobs.
+"""summary.md: job counts, the conditions, conditions x source domains, the paper table, domain-shift numbers,
+what the jobs cost and every metric as mean ± std (n) over repeats, every job, and the failed, missing and
+unreadable jobs.
 """
 
 from pathlib import Path
@@ -15,6 +16,10 @@ SHIFT_HEADERS = {"avg_target_auroc": "avg target AUROC", "hmean_target_auroc": "
                  "hmean_auroc": "hmean AUROC (all domains)", "transfer_ratio": "transfer ratio"}
 DOMAIN_HEADERS = {"image_AUROC": "AUROC", "image_AUPR": "AUPR", PAUC_KEY: "pAUC FPR≤0.1", "image_F1Score": "F1",
                   "image_accuracy": "acc", "TPR_at_FPR_1pct": "TPR@FPR1%", "TPR_at_FPR_5pct": "TPR@FPR5%"}
+EFFICIENCY_HEADERS = {"parameters": "parameters (M)", "inference_images_per_s": "inference images/s",
+                      "peak_memory_mb": "peak memory MiB", "memory_bank_mb": "memory bank MiB"}
+EFFICIENCY_FORMATS = {"parameters": (2, 1e-6), "inference_images_per_s": (1, 1.0), "peak_memory_mb": (0, 1.0),
+                      "memory_bank_mb": (1, 1.0)}  # (decimals, scale)
 PROBLEMS = (("failed", "Failed jobs"), ("missing", "Missing results (running, killed, or stopped before the run)"),
             ("unreadable", "Unreadable results (corrupt or truncated metrics.json)"))
 
@@ -72,16 +77,20 @@ def conditions_section(sweep: Sweep) -> list[str]:
             *markdown_table(header, rows), ""]
 
 
-def statistics_rows(stats: pd.DataFrame, target_rows: bool, metrics: dict[str, str]) -> list[list[str]]:
-    """One row per condition x source (x evaluated domain x subgroup when target_rows): 'mean ± std (n=k)' per metric."""
+def statistics_rows(stats: pd.DataFrame, target_rows: bool, metrics: dict, formats: dict | None = None) -> list[list[str]]:
+    """One row per condition x source (x evaluated domain x subgroup when target_rows): 'mean ± std (n=k)' per metric
+    (formats: metric -> (decimals, scale), default 3 and 1).
+    """
+    formats = formats or {}
     chosen = stats[(stats["target"] != "") & (stats["target"] != AVERAGE)] if target_rows else stats[stats["target"] == ""]
     keys = ["condition", "source", "target", "subgroup"] if target_rows else ["condition", "source"]
     rows = []
     for key, group in chosen.groupby(keys, sort=True):
         found = group.set_index("metric")
-        cells = [mean_std(found.at[m, "mean"], found.at[m, "std"], int(found.at[m, "n"])) if m in found.index else "-"
-                 for m in metrics]
-        rows.append([*(str(k) if k != "" else "(all)" for k in key), *cells])
+        cells = [mean_std(found.at[m, "mean"], found.at[m, "std"], int(found.at[m, "n"]), *formats.get(m, (3, 1.0)))
+                 if m in found.index else "-" for m in metrics]
+        if any(cell != "-" for cell in cells):
+            rows.append([*(str(k) if k != "" else "(all)" for k in key), *cells])
     return rows
 
 
@@ -128,6 +137,12 @@ def summary_markdown(sweep: Sweep, stats: pd.DataFrame, sweep_dir: Path) -> str:
         lines += ["## Every evaluated domain and subgroup, mean ± std (n) (95% t-intervals: summary_stats.csv)", "",
                   *markdown_table(["condition", "source", "domain", "subgroup", *DOMAIN_HEADERS.values()],
                                   statistics_rows(stats, True, DOMAIN_HEADERS)), ""]
+        cost = statistics_rows(stats, False, EFFICIENCY_HEADERS, EFFICIENCY_FORMATS)
+        if cost:
+            lines += ["## Cost per condition and source domain, mean ± std (n)", "",
+                      "Test-set inference rate; peak memory: CUDA allocated on a GPU, peak RSS on a CPU (device: summary.csv "
+                      "`inference_device`); memory bank: PatchCore's coreset or PaDiM's Gaussian.", "",
+                      *markdown_table(["condition", "source", *EFFICIENCY_HEADERS.values()], cost), ""]
     lines += jobs_section(table)
     for status, title in PROBLEMS:
         bad = table[table["status"] == status]

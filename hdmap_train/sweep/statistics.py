@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hdmap_train.sweep.collect import SHIFT_COLUMNS
+from hdmap_train.sweep.collect import EFFICIENCY_COLUMNS, SHIFT_COLUMNS
 
 CONFIDENCE = 0.95
 KEYS = ["condition", "source", "target", "subgroup", "metric"]
@@ -32,10 +32,13 @@ def domain_averages(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_level(table: pd.DataFrame) -> pd.DataFrame:
-    """The successful jobs' domain-shift numbers (avg/hmean AUROC, transfer ratio) as rows with target ''."""
+    """The successful jobs' domain-shift numbers (avg/hmean AUROC, transfer ratio) and, where recorded, their
+    EFFICIENCY_COLUMNS, as rows with target ''.
+    """
     done = table[table["status"] == "success"]
-    melted = done.melt(id_vars=["job", "condition", "source"], value_vars=SHIFT_COLUMNS, var_name="metric")
-    return melted.assign(target="", subgroup="")
+    shift = done.melt(id_vars=["job", "condition", "source"], value_vars=SHIFT_COLUMNS, var_name="metric")
+    cost = done.melt(id_vars=["job", "condition", "source"], value_vars=EFFICIENCY_COLUMNS, var_name="metric")
+    return pd.concat([shift, cost.dropna(subset=["value"])], ignore_index=True).assign(target="", subgroup="")
 
 
 def repeat_statistics(long: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:

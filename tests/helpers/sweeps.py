@@ -40,8 +40,9 @@ def config(model: str, source: str, seed: int = 42, learning_rate: float = 1e-4,
 
 def write_job(sweep: Path, model: str, source: str, aurocs: dict[str, float] | None, error: str = "",
               overrides: list[str] | None = None, seed: int = 42, learning_rate: float = 1e-4, folder: str | None = None,
-              manifest_sha256: str | None = "ab" * 32) -> Path:
-    """A job folder: .hydra/config.yaml (and overrides.yaml if given), and metrics.json unless aurocs is None and no error."""
+              manifest_sha256: str | None = "ab" * 32, efficiency: dict | None = None) -> Path:
+    """A job folder: .hydra/config.yaml (and overrides.yaml if given), and metrics.json unless aurocs is None and no error
+    (with `efficiency` as its efficiency block when given; older records have none)."""
     job = sweep / (folder or f"domain={source},model={model}")
     (job / ".hydra").mkdir(parents=True)
     written = {"model": {"name": model, "max_epochs": 5}, "trainer": {"max_epochs": "${model.max_epochs}"}, "domain": {"source": source}}
@@ -58,6 +59,8 @@ def write_job(sweep: Path, model: str, source: str, aurocs: dict[str, float] | N
             "avg_target_auroc": sum(r["image_AUROC"] for r in targets.values()) / len(targets),
             "training_info": {"fit_seconds": 12.5},
         }
+        if efficiency is not None:
+            record["efficiency"] = efficiency
     elif error:
         record |= {"status": "failed", "error": error, "training_info": None}
     else:
