@@ -22,6 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from hdmap_train.domains import evaluated_results
 from hdmap_train.evaluation import Example
 from hdmap_train.plots import example_grid_figure, histogram_figure, roc_figure, save_figure
 
@@ -135,8 +136,7 @@ def results_table(record: dict) -> Table:
     for column, _ in TABLE_COLUMNS:
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("n", justify="right", no_wrap=True)
-    results = [record["source_results"], *record["target_results"].values()]
-    for index, result in enumerate(results):
+    for index, result in enumerate(evaluated_results(record)):
         rows = [(result["domain"], result, "bold" if index == 0 else None)]
         rows += [(f" {name}", sub, "dim") for name, sub in result.get("subgroups", {}).items()]
         for name, metrics, style in rows:
@@ -170,13 +170,13 @@ NOT_SCALARS = ("domain", "threshold", "n_samples", "n_normal", "n_fault", "subgr
 
 
 def write_plots(
-    plots_dir: Path, predictions: pd.DataFrame, threshold: float, source: str,
+    plots_dir: Path, predictions: pd.DataFrame, threshold: float, sources: list[str],
     examples: dict[str, dict[str, list[Example]]], n_examples: int,
 ) -> dict[str, Path]:
-    """roc.png, score_histograms.png and anomaly_maps_<domain>.png; returns {name: path}."""
+    """roc.png, score_histograms.png and anomaly_maps_<domain>.png; returns {name: path}. sources: the source domains."""
     pictures = {
-        "roc": save_figure(roc_figure(predictions, threshold, source), plots_dir / "roc.png"),
-        "score_histograms": save_figure(histogram_figure(predictions, threshold, source), plots_dir / "score_histograms.png"),
+        "roc": save_figure(roc_figure(predictions, threshold, sources), plots_dir / "roc.png"),
+        "score_histograms": save_figure(histogram_figure(predictions, threshold, sources), plots_dir / "score_histograms.png"),
     }
     for domain, kept in examples.items():
         figure = example_grid_figure(domain, kept, n_examples)
@@ -189,7 +189,7 @@ def metric_scalars(record: dict) -> dict[str, float]:
     threshold.
     """
     scalars: dict[str, float] = {}
-    for result in [record["source_results"], *record["target_results"].values()]:
+    for result in evaluated_results(record):
         groups = {"": result, **{f"{name}/": sub for name, sub in result.get("subgroups", {}).items()}}
         for prefix, metrics in groups.items():
             scalars.update({
