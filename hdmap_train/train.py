@@ -23,6 +23,7 @@ from hdmap_train.domains import (
     record_sources,
     shared_normalization,
     source_domains,
+    source_list,
 )
 from hdmap_train.errors import HdmapError
 from hdmap_train.run_dir import RunRecord, check_checkpoint, earlier_attempt, new_record
@@ -230,7 +231,7 @@ def main(cfg: DictConfig) -> float | None:
     log.info(
         "Config %s: model=%s size=%s (image %s) domain=%s -> %s data=%s (root %s) experiment=%s name=%s | overrides: %s",
         run_dir / (hydra_cfg.output_subdir or ".hydra") / "config.yaml", cfg.model.name, choices.get("size"),
-        "x".join(map(str, cfg.data.image_size)), cfg.domain.source, ",".join(map(str, cfg.domain.targets)),
+        "x".join(map(str, cfg.data.image_size)), "+".join(source_list(cfg.domain.source)), ",".join(map(str, cfg.domain.targets)),
         choices.get("data"), f"generated into {cfg.data.cache_dir}" if cfg.data.synthetic else cfg.data.root,
         choices.get("experiment"), cfg.name, " ".join(hydra_cfg.overrides.task) or "none",
     )
