@@ -156,13 +156,15 @@ def data_line(data: dict) -> str:
     cache = data["cache"]
     kinds = sorted({cache["train"], cache["val"], *cache["test"].values()})
     manifest = data["manifest"]
+    by_source = "".join(f" | {domain}: train {data['train_samples_by_source'][domain]}, validation "
+                        f"{data['val_samples_by_source'][domain]}" for domain in data.get("sources", []))
     return (
         f"Data {data['root']}: train {data['train_samples']} ({data['train_images_per_epoch']} per epoch), validation "
         f"{data['val_samples']} ({validation['normal']} normal, {validation['fault']} fault; {validation['mode']}), "
         f"test {tests} | native {native} -> {'x'.join(map(str, data['image_size']))} ({data['resize']}, "
         f"{data['channels']} channel(s)) | normalisation {normalization['mode']} (stats {normalization['stats']}){numbers}"
         f" | cache {'/'.join(kinds)} (limit {cache['limit_mb']} MB) | manifest "
-        + (f"sha256 {manifest['sha256'][:12]}" if manifest else "none (mapping not verified)")
+        + (f"sha256 {manifest['sha256'][:12]}" if manifest else "none (mapping not verified)") + by_source
     )
 
 

@@ -16,7 +16,9 @@ from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
 from hdmap_train.data.images import read_images
 from hdmap_train.data.normalization import PixelStats
 from hdmap_train.errors import HdmapError
+from hdmap_train.evaluate import main as evaluate_main
 from hdmap_train.evaluation import NO_TARGETS_NOTE, Scores
+from hdmap_train.outputs import data_line
 from hdmap_train.sweep.collect import collect
 from hdmap_train.sweep.figures import heatmap_panels, transfer_panels
 from hdmap_train.sweep.summary import write_summary
@@ -91,6 +93,7 @@ def test_union_training_set_and_validation_from_each_source(tiny_dataset: Path) 
     assert summary["normalization"]["train_statistics"] == {"domain_A+domain_B": pooled.as_dict()}
     assert len({json.dumps(n) for n in summary["normalization"]["applied"].values()}) == 1
     assert "sources" not in alone.summary()  # one source: the summary of old
+    assert data_line(summary).endswith("| domain_A: train 36, validation 4 | domain_B: train 36, validation 4")
 
 
 def scores(domain: str, shift: float) -> Scores:
@@ -162,3 +165,7 @@ def test_two_sources_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
     assert validation["image_path"].str.contains("domain_A").sum() == validation["image_path"].str.contains("domain_B").sum() == 4
     assert record["avg_target_auroc"] == pytest.approx(np.mean([r["image_AUROC"] for r in record["target_results"].values()]))
     assert {p.name for p in (tmp_path / "plots").glob("*.png")} >= {"roc.png", "score_histograms.png"}
+    assert evaluate_main([f"run={tmp_path}", "from_predictions=true", f"out={tmp_path / 'again'}"]) == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again["source_domains"] == SOURCES and again["source_domain_results"] == record["source_domain_results"]
+    assert again["source_results"] == record["source_results"] and again["target_results"] == record["target_results"]
