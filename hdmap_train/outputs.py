@@ -22,7 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from hdmap_train.domains import evaluated_results
+from hdmap_train.domains import SEPARATOR, evaluated_results
 from hdmap_train.evaluation import Example
 from hdmap_train.plots import example_grid_figure, histogram_figure, roc_figure, save_figure
 
@@ -123,13 +123,16 @@ def print_results(record: dict) -> None:
 
 
 def results_table(record: dict) -> Table:
-    """The results table: domains (and their subgroups) x TABLE_COLUMNS, with the validation threshold."""
+    """The results table: domains (and their subgroups) x TABLE_COLUMNS, with the validation threshold; several
+    sources: their test sets together first ('pooled'), then each domain.
+    """
     threshold = record["validation"]["threshold"]
     table = Table(
         title=f"{record['condition']['name']}: trained on {record['source_domain']}",
         caption=f"F1 prec rec acc FPR: at the validation threshold {threshold:.4g}, the same for every domain. "
         "oF1: F1 at the best threshold per domain (chosen with test labels: reference only). "
-        "TPR@1/@5: TPR at FPR 1%/5%. n: normal/fault images.",
+        "TPR@1/@5: TPR at FPR 1%/5%. n: normal/fault images."
+        + (" pooled: the source domains' test sets together." if "source_domain_results" in record else ""),
         box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False,
     )
     table.add_column("domain", no_wrap=True)
@@ -137,7 +140,8 @@ def results_table(record: dict) -> Table:
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("n", justify="right", no_wrap=True)
     for index, result in enumerate(evaluated_results(record)):
-        rows = [(result["domain"], result, "bold" if index == 0 else None)]
+        name = "pooled" if SEPARATOR in result["domain"] else result["domain"]
+        rows = [(name, result, "bold" if index == 0 else None)]
         rows += [(f" {name}", sub, "dim") for name, sub in result.get("subgroups", {}).items()]
         for name, metrics, style in rows:
             cells = [_cell(metrics.get(key)) for _, key in TABLE_COLUMNS]
