@@ -16,5 +16,8 @@ for _module in ("timm", "anomalib"):
 
 from hdmap_train import catalog as _catalog  # noqa: E402,F401
 
+# The ${hdmap_source:} and ${hdmap_other_domains:} resolvers of conf/train.yaml and conf/domain/.
+from hdmap_train import domains as _domains  # noqa: E402,F401
+
 # The ${hdmap_job_dir:} resolver of conf/hydra/default.yaml, for every process that composes the configs.
 from hdmap_train import job_names as _job_names  # noqa: E402,F401

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from hdmap_train.domains import record_sources
 from hdmap_train.errors import HdmapError, run_command
 from hdmap_train.job_names import covered
 from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record, new_record
@@ -168,8 +169,8 @@ def regrouped(frame, rules: list) -> list[str]:
     return [names.get(path, "") for path in frame["image_path"]]
 
 
-def predictions_again(run_dir: Path, cfg: DictConfig, source: str, regroup: bool) -> tuple[dict, dict]:
-    """The run's predictions.csv as evaluate_domains' inputs ({domain: Scores}, {domain: samples}) for source +
+def predictions_again(run_dir: Path, cfg: DictConfig, sources: list[str], regroup: bool) -> tuple[dict, dict]:
+    """The run's predictions.csv as evaluate_domains' inputs ({domain: Scores}, {domain: samples}) for the sources +
     cfg.domain.targets, with subgroups recomputed from cfg.data.subgroups when `regroup`.
     """
     import numpy as np
@@ -181,7 +182,7 @@ def predictions_again(run_dir: Path, cfg: DictConfig, source: str, regroup: bool
     frame = pd.read_csv(run_dir / "predictions.csv", keep_default_na=False, dtype={"anomaly_score": np.float32, "subgroup": str})
     if regroup:
         frame["subgroup"] = regrouped(frame, OmegaConf.to_container(cfg.data.subgroups) or [])
-    domains = list(dict.fromkeys([source, *(domain_folder(str(t)) for t in cfg.domain.targets)]))
+    domains = list(dict.fromkeys([*sources, *(domain_folder(str(t)) for t in cfg.domain.targets)]))
     missing = [d for d in domains if d not in set(frame["domain"])]
     if missing:
         raise HdmapError(f"{run_dir / 'predictions.csv'} holds no {', '.join(missing)}: drop from_predictions=true to "
@@ -239,10 +240,10 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
     checkpoint, validation, predict_validation = check_request(run_dir, run_record, cfg, keys, from_predictions)
     examples, n_examples = {}, 0
     if from_predictions:
-        tests, samples = predictions_again(run_dir, cfg, run_record["source_domain"], "data.subgroups" in keys)
+        tests, samples = predictions_again(run_dir, cfg, record_sources(run_record), "data.subgroups" in keys)
     out_dir = new_directory(run_dir, out)
     OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
-    record = new_record(cfg, out_dir, run_record["source_domain"], package_versions())
+    record = new_record(cfg, out_dir, record_sources(run_record), package_versions())
     record.update(evaluated_from=str(run_dir.resolve()), best_checkpoint=str(checkpoint), data=run_record.get("data"),
                   training_info=run_record.get("training_info"),
                   evaluation={"from_predictions": from_predictions, "overrides": [o.input_line for o in overrides]})
@@ -263,7 +264,7 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
         if validation is not None:
             write_csv_atomic(out_dir / VALIDATION_SCORES, validation_table(validation))
         if cfg.evaluation.plots:
-            write_plots(out_dir / "plots", predictions, record["validation"]["threshold"], next(iter(samples)), examples, n_examples)
+            write_plots(out_dir / "plots", predictions, record["validation"]["threshold"], record_sources(record), examples, n_examples)
         record["status"] = "success"
     except BaseException as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"

@@ -168,18 +168,33 @@ def harmonic_mean(values: list[float | None]) -> float | None:
     return 0.0 if (defined <= 0).any() else float(defined.size / np.sum(1.0 / defined))
 
 
-def transfer_metrics(source_auroc: float | None, target_aurocs: list[float | None]) -> dict:
+NO_TARGETS_NOTE = "no target domain: every evaluated domain is a source"
+
+
+def transfer_metrics(
+    source_auroc: float | None, target_aurocs: list[float | None], source_domain_aurocs: list[float | None] | None = None,
+) -> dict:
     """A run's domain-shift numbers from its source and target AUROCs (undefined AUROCs left out).
 
     avg_target_auroc, hmean_target_auroc (harmonic mean over targets), hmean_auroc (over every domain,
-    source included), transfer_ratio and transfer_ratio_note (see transfer_ratio / transfer_ratio_note).
+    source included: with several sources, each source domain's AUROC in source_domain_aurocs rather than
+    the pooled one), transfer_ratio and transfer_ratio_note (see transfer_ratio / transfer_ratio_note; without
+    target domains both are about the missing targets).
     """
     defined = [a for a in target_aurocs if a is not None]
     average = float(np.mean(defined)) if defined else None
+    note = transfer_ratio_note(source_auroc) if average is not None else None
     return {
         "avg_target_auroc": average,
         "hmean_target_auroc": harmonic_mean(defined),
-        "hmean_auroc": harmonic_mean([source_auroc, *defined]),
+        "hmean_auroc": harmonic_mean([*(source_domain_aurocs or [source_auroc]), *defined]),
         "transfer_ratio": transfer_ratio(source_auroc, average),
-        "transfer_ratio_note": transfer_ratio_note(source_auroc) if average is not None else None,
+        "transfer_ratio_note": NO_TARGETS_NOTE if not target_aurocs else note,
     }
+
+
+def record_transfer_metrics(record: dict) -> dict:
+    """transfer_metrics of a metrics.json record's source_results, target_results (and source_domain_results)."""
+    by_source = [r["image_AUROC"] for r in (record.get("source_domain_results") or {}).values()]
+    targets = [r["image_AUROC"] for r in record["target_results"].values()]
+    return transfer_metrics(record["source_results"]["image_AUROC"], targets, by_source or None)

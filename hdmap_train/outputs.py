@@ -22,6 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from hdmap_train.domains import SEPARATOR, evaluated_results
 from hdmap_train.evaluation import Example
 from hdmap_train.plots import example_grid_figure, histogram_figure, roc_figure, save_figure
 
@@ -122,22 +123,25 @@ def print_results(record: dict) -> None:
 
 
 def results_table(record: dict) -> Table:
-    """The results table: domains (and their subgroups) x TABLE_COLUMNS, with the validation threshold."""
+    """The results table: domains (and their subgroups) x TABLE_COLUMNS, with the validation threshold; several
+    sources: their test sets together first ('pooled'), then each domain.
+    """
     threshold = record["validation"]["threshold"]
     table = Table(
         title=f"{record['condition']['name']}: trained on {record['source_domain']}",
         caption=f"F1 prec rec acc FPR: at the validation threshold {threshold:.4g}, the same for every domain. "
         "oF1: F1 at the best threshold per domain (chosen with test labels: reference only). "
-        "TPR@1/@5: TPR at FPR 1%/5%. n: normal/fault images.",
+        "TPR@1/@5: TPR at FPR 1%/5%. n: normal/fault images."
+        + (" pooled: the source domains' test sets together." if "source_domain_results" in record else ""),
         box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False,
     )
     table.add_column("domain", no_wrap=True)
     for column, _ in TABLE_COLUMNS:
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("n", justify="right", no_wrap=True)
-    results = [record["source_results"], *record["target_results"].values()]
-    for index, result in enumerate(results):
-        rows = [(result["domain"], result, "bold" if index == 0 else None)]
+    for index, result in enumerate(evaluated_results(record)):
+        name = "pooled" if SEPARATOR in result["domain"] else result["domain"]
+        rows = [(name, result, "bold" if index == 0 else None)]
         rows += [(f" {name}", sub, "dim") for name, sub in result.get("subgroups", {}).items()]
         for name, metrics, style in rows:
             cells = [_cell(metrics.get(key)) for _, key in TABLE_COLUMNS]
@@ -156,6 +160,8 @@ def data_line(data: dict) -> str:
     cache = data["cache"]
     kinds = sorted({cache["train"], cache["val"], *cache["test"].values()})
     manifest = data["manifest"]
+    by_source = "".join(f" | {domain}: train {data['train_samples_by_source'][domain]}, validation "
+                        f"{data['val_samples_by_source'][domain]}" for domain in data.get("sources", []))
     return (
         f"Data {data['root']}: train {data['train_samples']} ({data['train_images_per_epoch']} per epoch), validation "
         f"{data['val_samples']} ({validation['normal']} normal, {validation['fault']} fault; {validation['mode']}), "
@@ -163,7 +169,7 @@ def data_line(data: dict) -> str:
         f"{data['channels']} channel(s)) | normalisation {normalization['mode']} (stats {normalization['stats']}){numbers}"
         f" | cache {'/'.join(kinds)}{' on ' + cache['device'] if 'device' in cache else ''} (limit {cache['limit_mb']} MB)"
         f"{', pinned batches' if data.get('pin_memory') else ''} | manifest "
-        + (f"sha256 {manifest['sha256'][:12]}" if manifest else "none (mapping not verified)")
+        + (f"sha256 {manifest['sha256'][:12]}" if manifest else "none (mapping not verified)") + by_source
     )
 
 
@@ -171,13 +177,13 @@ NOT_SCALARS = ("domain", "threshold", "n_samples", "n_normal", "n_fault", "subgr
 
 
 def write_plots(
-    plots_dir: Path, predictions: pd.DataFrame, threshold: float, source: str,
+    plots_dir: Path, predictions: pd.DataFrame, threshold: float, sources: list[str],
     examples: dict[str, dict[str, list[Example]]], n_examples: int,
 ) -> dict[str, Path]:
-    """roc.png, score_histograms.png and anomaly_maps_<domain>.png; returns {name: path}."""
+    """roc.png, score_histograms.png and anomaly_maps_<domain>.png; returns {name: path}. sources: the source domains."""
     pictures = {
-        "roc": save_figure(roc_figure(predictions, threshold, source), plots_dir / "roc.png"),
-        "score_histograms": save_figure(histogram_figure(predictions, threshold, source), plots_dir / "score_histograms.png"),
+        "roc": save_figure(roc_figure(predictions, threshold, sources), plots_dir / "roc.png"),
+        "score_histograms": save_figure(histogram_figure(predictions, threshold, sources), plots_dir / "score_histograms.png"),
     }
     for domain, kept in examples.items():
         figure = example_grid_figure(domain, kept, n_examples)
@@ -190,7 +196,7 @@ def metric_scalars(record: dict) -> dict[str, float]:
     threshold.
     """
     scalars: dict[str, float] = {}
-    for result in [record["source_results"], *record["target_results"].values()]:
+    for result in evaluated_results(record):
         groups = {"": result, **{f"{name}/": sub for name, sub in result.get("subgroups", {}).items()}}
         for prefix, metrics in groups.items():
             scalars.update({

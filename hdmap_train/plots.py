@@ -37,7 +37,7 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return path
 
 
-def roc_figure(predictions: pd.DataFrame, threshold: float, source: str) -> Figure:
+def roc_figure(predictions: pd.DataFrame, threshold: float, sources: list[str]) -> Figure:
     """ROC curves of every domain on one axes, each with its operating point at the validation threshold."""
     figure = new_figure(6, 5)
     axes = figure.add_subplot()
@@ -46,7 +46,7 @@ def roc_figure(predictions: pd.DataFrame, threshold: float, source: str) -> Figu
         if len(np.unique(labels)) < 2:
             continue
         fpr, tpr, _ = roc_curve(labels, scores)
-        role = "source" if domain == source else "target"
+        role = "source" if domain in sources else "target"
         (line,) = axes.plot(fpr, tpr, label=f"{domain} ({role}) AUROC {auc(fpr, tpr):.3f}", lw=2 if role == "source" else 1.5)
         predicted = scores > threshold
         axes.plot(predicted[labels == 0].mean(), predicted[labels == 1].mean(), "o", color=line.get_color())
@@ -96,7 +96,7 @@ def quantile_position(pooled: np.ndarray, values) -> np.ndarray:
     return (left + right) / (2 * len(pooled))
 
 
-def histogram_figure(predictions: pd.DataFrame, threshold: float, source: str, bins: int = 60) -> Figure:
+def histogram_figure(predictions: pd.DataFrame, threshold: float, sources: list[str], bins: int = 60) -> Figure:
     """Score histograms of normal and fault test images, one row per domain on ONE shared score axis, with the
     validation threshold as a dashed line through every row: a domain shift shows as a row moving off the line.
 
@@ -124,7 +124,7 @@ def histogram_figure(predictions: pd.DataFrame, threshold: float, source: str, b
             axes.hist(shown, bins=edges, histtype="stepfilled", alpha=0.45, color=color, edgecolor=color, label=name)
             shares.append(f"{name} {(values > threshold).mean():.0%} of {len(values)}" if len(values) else f"no {name}")
         axes.axvline(line, color="black", ls="--", lw=1.2, label=f"validation threshold {threshold:.4g}")
-        axes.set_title(f"{domain} ({'source' if domain == source else 'target'})", loc="left", fontsize="medium")
+        axes.set_title(f"{domain} ({'source' if domain in sources else 'target'})", loc="left", fontsize="medium")
         axes.set_title("above the threshold: " + ", ".join(shares), loc="right", fontsize="small")
         axes.set_ylabel("images")
         axes.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
@@ -258,11 +258,12 @@ def heatmap_figure(matrices: dict[str, pd.DataFrame], notes: dict[str, dict[str,
     axes = figure.subplots(1, len(sources), squeeze=False)[0]
     for ax, source in zip(axes, sources, strict=True):
         auroc_cells(ax, matrices[source])
-        ax.set_xticks(range(len(domains)), [f"{d}\n(source)" if d == source else d for d in domains])
+        ax.set_xticks(range(len(domains)), [f"{d}\n(source)" if d in source.split("+") else d for d in domains])
         ax.set_yticks(range(len(conditions)), conditions)
         ax.set_title(f"trained on {source}")
-        if source in domains:
-            outline(ax, 0, domains.index(source), len(conditions))
+        for domain in source.split("+"):  # one source (A), or several (A+B)
+            if domain in domains:
+                outline(ax, 0, domains.index(domain), len(conditions))
         for i, condition in enumerate(conditions):
             if condition in notes.get(source, {}):
                 ax.text((len(domains) - 1) / 2, i, notes[source][condition], ha="center", va="center", color="grey")
@@ -290,8 +291,9 @@ def transfer_matrix_figure(means: dict[str, pd.DataFrame], counts: dict[str, pd.
         ax.set_yticks(range(len(sources)), sources)
         ax.set(xlabel="evaluated on", ylabel="trained on", title=condition)
         for i, source in enumerate(sources):
-            if source in domains:
-                outline(ax, i, domains.index(source))
+            for domain in source.split("+"):  # one source (A), or several (A+B)
+                if domain in domains:
+                    outline(ax, i, domains.index(domain))
     for ax in axes[len(conditions):]:
         ax.axis("off")
     auroc_colour_bar(figure, list(axes))

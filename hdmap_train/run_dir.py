@@ -28,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from hdmap_train.domains import source_label
 from hdmap_train.errors import HdmapError
 from hdmap_train.job_names import comparable_config, config_differences
 
@@ -65,7 +66,8 @@ class RunRecord(TypedDict, total=False):
     status: str  # success | failed
     error: str | None
     condition: dict  # name, model, config (the full resolved config)
-    source_domain: str  # domain_X
+    source_domain: str  # domain_X, or domain_A+domain_B for several source domains
+    source_domains: list[str]  # several source domains only: [domain_A, domain_B]
     experiment_path: str  # the run directory
     timestamp: str
     versions: dict[str, str]
@@ -73,23 +75,25 @@ class RunRecord(TypedDict, total=False):
     training_info: dict  # epochs, losses per epoch, images per epoch, fit/test/report seconds, attempts
     best_checkpoint: str
     validation: dict  # threshold_quantile, threshold
-    source_results: DomainResult
+    source_results: DomainResult  # several sources: their test sets pooled (domain = the source_domain label)
+    source_domain_results: dict[str, DomainResult]  # several sources only: each source domain's test set
     target_results: dict[str, DomainResult]
     avg_target_auroc: float | None
     hmean_target_auroc: float | None  # harmonic mean of the target AUROCs
     hmean_auroc: float | None  # harmonic mean over source and targets
     transfer_ratio: float | None
-    transfer_ratio_note: str | None  # why transfer_ratio is null (source AUROC at or below chance)
+    transfer_ratio_note: str | None  # why transfer_ratio is null (source AUROC at or below chance, no targets)
     efficiency: dict  # hdmap_train.efficiency.run_efficiency: parameters, inference images/s, peak memory, memory bank
 
 
-def new_record(cfg: DictConfig, run_dir: Path, source_domain: str, versions: dict[str, str]) -> RunRecord:
-    """The record of a run that has not succeeded yet."""
+def new_record(cfg: DictConfig, run_dir: Path, sources: list[str], versions: dict[str, str]) -> RunRecord:
+    """The record of a run that has not succeeded yet; sources: the source domain folders (source_domains)."""
     return RunRecord(
         condition={"name": cfg.name, "model": cfg.model.name, "config": OmegaConf.to_container(cfg, resolve=True)},
         status="failed",
         error=None,
-        source_domain=source_domain,
+        source_domain=source_label(sources),
+        **({"source_domains": list(sources)} if len(sources) > 1 else {}),
         experiment_path=str(run_dir),
         timestamp=datetime.now().isoformat(timespec="seconds"),
         versions=versions,

@@ -15,6 +15,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from hdmap_train.devices import job_devices
+from hdmap_train.domains import (
+    HDMAP_DOMAINS,
+    SEVERAL_SOURCES_NORMALIZATION,
+    domain_folder,
+    domain_problems,
+    record_sources,
+    shared_normalization,
+    source_domains,
+    source_list,
+)
 from hdmap_train.errors import HdmapError
 from hdmap_train.run_dir import RunRecord, check_checkpoint, earlier_attempt, new_record
 
@@ -44,19 +54,36 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(f"model.early_stopping_patience={cfg.model.early_stopping_patience} must be at least 1")
     if cfg.data.synthetic is None and cfg.data.root and not Path(cfg.data.root).expanduser().is_dir():
         problems.append(f"Dataset root {cfg.data.root} does not exist: set data.root=<dir> (or HDMAP_ROOT), or use data=synthetic")
+    problems += domain_problems(cfg.domain.source, list(cfg.domain.targets), dataset_domains(cfg.data))
+    normalization = cfg.data.normalization
+    if len(source_domains(cfg.domain.source)) > 1 and not shared_normalization(normalization.mode, normalization.stats):
+        problems.append(SEVERAL_SOURCES_NORMALIZATION)
     if problems:
         raise HdmapError("Invalid configuration: " + "; ".join(problems) + ".")
 
 
+def dataset_domains(data: DictConfig) -> list[str] | None:
+    """The domain folders of the dataset (data.synthetic's domains, or data.root's domain_* folders); None when the
+    root is not there (check_config names that itself).
+    """
+    if data.synthetic is not None:
+        return [domain_folder(str(name)) for name in data.synthetic.get("domains", HDMAP_DOMAINS)]
+    root = Path(data.root).expanduser() if data.root else None
+    if root is None or not root.is_dir():
+        return None
+    return sorted(path.name for path in root.iterdir() if path.is_dir() and path.name.startswith("domain_"))
+
+
 def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
-    """Train on cfg.domain.source, evaluate on it and each target, write run_dir/metrics.json.
+    """Train on cfg.domain.source (one domain, or the union of a list), evaluate on each source and each target,
+    write run_dir/metrics.json.
 
     The record is written with status "success" only after every step worked; any exception writes it
     with status "failed" and the error, then propagates.
     """
     from hdmap_train.outputs import package_versions, write_json_atomic  # light: metadata and json only
 
-    record = new_record(cfg, run_dir, "domain_" + str(cfg.domain.source).removeprefix("domain_"), package_versions())
+    record = new_record(cfg, run_dir, source_domains(cfg.domain.source), package_versions())
     engine = None
     try:
         check_config(cfg)
@@ -118,17 +145,24 @@ def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
 
 def record_results(record: RunRecord, validation, tests: dict, test_samples: dict, quantile: float):
     """Threshold (`quantile` of the validation Scores), source/target results and domain-shift numbers into the
-    record; returns the predictions table (predictions.csv). test_samples: {domain: samples}, source first.
+    record; returns the predictions table (predictions.csv). test_samples: {domain: samples}, sources first.
+
+    Several source domains: source_results pools their test sets, source_domain_results holds each of them.
     """
-    from hdmap_train.evaluation import evaluate_domains, transfer_metrics
+    from hdmap_train.evaluation import domain_metrics, evaluate_domains, record_transfer_metrics
 
     threshold, predictions, results = evaluate_domains(validation, tests, test_samples, quantile)
-    source = next(iter(test_samples))
+    sources = record_sources(record)
     record["validation"] = {"threshold_quantile": quantile, "threshold": threshold}
-    record["source_results"] = results.pop(source)
+    if len(sources) == 1:
+        record["source_results"] = results.pop(sources[0])
+    else:
+        pooled = predictions[predictions["domain"].isin(sources)]
+        record["source_results"] = domain_metrics(record["source_domain"], pooled, threshold)
+        record["source_domain_results"] = {domain: results.pop(domain) for domain in sources}
     record["target_results"] = results
-    # avg_target_auroc, hmean_target_auroc, hmean_auroc, transfer_ratio (+ note: null at or below chance)
-    record.update(transfer_metrics(record["source_results"]["image_AUROC"], [r["image_AUROC"] for r in results.values()]))
+    # avg_target_auroc, hmean_target_auroc, hmean_auroc, transfer_ratio (+ note: null at or below chance, no targets)
+    record.update(record_transfer_metrics(record))
     return predictions
 
 
@@ -148,14 +182,15 @@ def report(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_sa
     validation = collector.scores("validation")
     tests = {domain: collector.scores(domain) for domain in test_samples}
     predictions = record_results(record, validation, tests, test_samples, cfg.evaluation.threshold_quantile)
-    threshold, source = record["validation"]["threshold"], next(iter(test_samples))
+    threshold = record["validation"]["threshold"]
 
     start = time.perf_counter()
     write_csv_atomic(run_dir / "predictions.csv", predictions)
     write_csv_atomic(run_dir / VALIDATION_SCORES, validation_table(validation))
     pictures = {}
     if cfg.evaluation.plots:
-        pictures = write_plots(run_dir / "plots", predictions, threshold, source, collector.examples, collector.n_examples)
+        pictures = write_plots(run_dir / "plots", predictions, threshold, record_sources(record), collector.examples,
+                               collector.n_examples)
     log_to_tensorboard(engine.trainer.logger, record, pictures, run_hparams(cfg), engine.trainer.global_step)
     record["training_info"]["report_seconds"] = round(time.perf_counter() - start, 3)
 
@@ -196,7 +231,7 @@ def main(cfg: DictConfig) -> float | None:
     log.info(
         "Config %s: model=%s size=%s (image %s) domain=%s -> %s data=%s (root %s) experiment=%s name=%s | overrides: %s",
         run_dir / (hydra_cfg.output_subdir or ".hydra") / "config.yaml", cfg.model.name, choices.get("size"),
-        "x".join(map(str, cfg.data.image_size)), cfg.domain.source, ",".join(map(str, cfg.domain.targets)),
+        "x".join(map(str, cfg.data.image_size)), "+".join(source_list(cfg.domain.source)), ",".join(map(str, cfg.domain.targets)),
         choices.get("data"), f"generated into {cfg.data.cache_dir}" if cfg.data.synthetic else cfg.data.root,
         choices.get("experiment"), cfg.name, " ".join(hydra_cfg.overrides.task) or "none",
     )

@@ -49,7 +49,7 @@ def record_for(frame: pd.DataFrame) -> dict:
 
 
 def test_roc_figure_has_one_curve_and_operating_point_per_domain() -> None:
-    axes = roc_figure(predictions(), THRESHOLD, "domain_A").axes
+    axes = roc_figure(predictions(), THRESHOLD, ["domain_A"]).axes
     assert len(axes) == 1
     labels = [text.get_text() for text in axes[0].get_legend().get_texts()]
     assert len(labels) == 3 and labels[0].startswith("domain_A (source) AUROC")
@@ -59,12 +59,12 @@ def test_roc_figure_has_one_curve_and_operating_point_per_domain() -> None:
 def test_roc_figure_skips_a_domain_without_faults() -> None:
     frame = predictions()
     frame = frame[~((frame["domain"] == "domain_C") & (frame["label"] == 1))]
-    labels = [text.get_text() for text in roc_figure(frame, THRESHOLD, "domain_A").axes[0].get_legend().get_texts()]
+    labels = [text.get_text() for text in roc_figure(frame, THRESHOLD, ["domain_A"]).axes[0].get_legend().get_texts()]
     assert [label.split()[0] for label in labels] == ["domain_A", "domain_B"]
 
 
 def test_histograms_share_one_score_axis_with_the_threshold_line() -> None:
-    figure = histogram_figure(predictions(), THRESHOLD, "domain_A")
+    figure = histogram_figure(predictions(), THRESHOLD, ["domain_A"])
     assert len(figure.axes) == 3
     limits = {axes.get_xlim() for axes in figure.axes}
     assert len(limits) == 1 and figure.axes[0].get_xscale() == "linear"  # scores of one range: a linear shared axis
@@ -80,12 +80,12 @@ def test_histogram_axis_follows_the_score_ranges() -> None:
     frame = predictions()
     frame["anomaly_score"] = np.exp(frame["anomaly_score"])
     frame.loc[frame["domain"] == "domain_C", "anomaly_score"] *= 1000.0  # a domain shifted by orders of magnitude
-    figure = histogram_figure(frame, float(np.exp(THRESHOLD)), "domain_A")
+    figure = histogram_figure(frame, float(np.exp(THRESHOLD)), ["domain_A"])
     assert figure.axes[2].get_xscale() == "log" and figure.axes[2].get_xlim()[1] > 1000
     assert [line.get_xdata()[0] for line in figure.axes[2].get_lines()] == [pytest.approx(np.exp(THRESHOLD))]
 
     frame.loc[frame["domain"] == "domain_C", "anomaly_score"] = 1e6 + frame["anomaly_score"] * 1e-3  # a narrow far cluster
-    axes = histogram_figure(frame, float(np.exp(THRESHOLD)), "domain_A").axes[2]
+    axes = histogram_figure(frame, float(np.exp(THRESHOLD)), ["domain_A"]).axes[2]
     assert axes.get_xlim() == (0.0, 1.0) and "quantile axis" in axes.get_xlabel()
     assert [label.get_text() for label in axes.get_xticklabels()][-1] == f"{frame['anomaly_score'].max():.4g}"
     assert 0 < axes.get_lines()[0].get_xdata()[0] < 1  # the threshold at its quantile among the test scores
@@ -131,7 +131,7 @@ def test_example_grid_with_few_examples_or_no_maps() -> None:
 
 
 def test_write_plots_writes_valid_pngs(tmp_path: Path) -> None:
-    pictures = write_plots(tmp_path / "plots", predictions(), THRESHOLD, "domain_A",
+    pictures = write_plots(tmp_path / "plots", predictions(), THRESHOLD, ["domain_A"],
                            {"domain_A": examples(4), "domain_B": examples(4, shape=(32, 32))}, n_examples=4)
     assert set(pictures) == {"roc", "score_histograms", "anomaly_maps_domain_A", "anomaly_maps_domain_B"}
     for path in pictures.values():
@@ -147,7 +147,7 @@ def test_write_plots_writes_valid_pngs(tmp_path: Path) -> None:
 def test_tensorboard_gets_domain_scalars_pictures_and_hparams(tmp_path: Path) -> None:
     frame = predictions()
     record = record_for(frame)
-    pictures = write_plots(tmp_path / "plots", frame, THRESHOLD, "domain_A", {"domain_A": examples(2)}, n_examples=2)
+    pictures = write_plots(tmp_path / "plots", frame, THRESHOLD, ["domain_A"], {"domain_A": examples(2)}, n_examples=2)
     logger = TensorBoardLogger(str(tmp_path), name="tensorboard", version="", default_hp_metric=False)
     hparams = {"name": "draem_A", "seed": 42, "model": {"name": "draem", "image_size": [32, 96]}}
     log_to_tensorboard(logger, record, pictures, hparams, step=7)
@@ -184,4 +184,4 @@ def test_histogram_of_nearly_constant_float32_scores() -> None:
     assert len(edges) == 31 and np.all(np.diff(edges) > 0)
     frame = predictions()
     frame["anomaly_score"] = np.where(frame.index % 3 == 0, np.float32(0.99999994), np.float32(1.0))
-    assert len(histogram_figure(frame, 1.0, "domain_A").axes) == 3
+    assert len(histogram_figure(frame, 1.0, ["domain_A"]).axes) == 3

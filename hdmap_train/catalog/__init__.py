@@ -35,7 +35,7 @@ NAME_WIDTH = 22       # column of the text after a model or key name
 GROUP_HELP = {
     "model": "anomalib model and its arguments (Models, below)",
     "size": "paper (default) | cpu: a CPU-sized first try of any model | tiny: test-sized",
-    "domain": "source domain; the others are the evaluated targets",
+    "domain": "source domain (all: every domain; or domain.source=[A,B]); the others are the targets",
     "data": "dataset layout and loading (root, resize, channels, normalisation, validation)",
     "trainer": "lightning.Trainer arguments (debug: 2 batches of 1 epoch on CPU)",
     "paths": "data, cache and output directories",

@@ -1,9 +1,11 @@
-"""Multi-domain HDMAP datamodule: train on one source domain, test on every domain separately.
+"""Multi-domain HDMAP datamodule: train on one source domain (or the union of several), test on every domain
+separately.
 
-train      = source train/good minus the held-out part
-validation = a seeded held-out fraction of source train/good: normal only (validation: normal), or
-             with deterministic line faults injected into part of it (validation: synthetic_faults)
-test       = test/{good,fault} of the source and of each target domain, one set per domain; each
+train      = source train/good minus the held-out part (several sources: the union of theirs)
+validation = a seeded held-out fraction of source train/good, taken from each source domain separately:
+             normal only (validation: normal), or with deterministic line faults injected into part of
+             it (validation: synthetic_faults)
+test       = test/{good,fault} of each source and of each target domain, one set per domain; each
              test sample may carry a named subgroup (e.g. cold/warm) in a `subgroup` column
 
 The datamodule only builds datasets and loaders: the folder scan is hdmap_train.data.layout, decoding,
@@ -38,12 +40,13 @@ from hdmap_train.data.layout import (
     list_images,
     manifest_reference,
     scan_domain,
-    split_validation,
+    split_sources,
     subgroup_counts,
     subgroup_coverage,
 )
 from hdmap_train.data.normalization import Normalizer, PixelStats, check_normalization, make_normalizer
 from hdmap_train.data.synthetic import SyntheticSpec, ensure_dataset
+from hdmap_train.domains import SEVERAL_SOURCES_NORMALIZATION, shared_normalization, source_domains, source_label
 from hdmap_train.errors import HdmapError
 
 log = logging.getLogger(__name__)
@@ -93,7 +96,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
     def __init__(
         self,
         root: str | Path | None,
-        source: str,
+        source: str | list[str],
         targets: list[str],
         image_size: tuple[int, int],
         val_fraction: float = 0.1,
@@ -121,8 +124,8 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
 
         Args:
             root: the dataset folder (<root>/domain_X/...); ignored when `synthetic` is set.
-            source: the training domain ("A" or "domain_A").
-            targets: the other evaluated domains (the source may not be among them).
+            source: the training domain ("A" or "domain_A"), or a list of them (trained on their union).
+            targets: the other evaluated domains (no source may be among them).
             image_size: (height, width) every image is brought to, once, at load time.
             val_fraction: seeded held-out fraction of source train/good, in (0, 1).
             train_batch_size: training batch size.
@@ -151,8 +154,9 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         if not 0.0 < val_fraction < 1.0:
             msg = f"data.val_fraction={val_fraction} must lie strictly between 0 and 1 (e.g. 0.1)."
             raise HdmapError(msg)
-        if domain_folder(source) in {domain_folder(t) for t in targets}:
-            msg = f"Target domains {list(targets)} include the source domain {source}; remove it from domain.targets."
+        sources = source_domains(source)
+        if overlap := [t for t in targets if domain_folder(t) in sources]:
+            msg = f"Target domains {list(targets)} include the source domain {overlap[0]}; remove it from domain.targets."
             raise HdmapError(msg)
         if channels not in (1, 3):
             raise HdmapError(f"data.channels={channels} must be 3 (grey replicated, ImageNet backbones) or 1.")
@@ -172,7 +176,8 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         if device_cache and pin_memory is True:
             raise HdmapError("data.pin_memory=true has nothing to pin with data.device_cache=true; set data.pin_memory=auto.")
         self.root = resolved_root
-        self.source = domain_folder(source)
+        self.sources = sources
+        self.source = source_label(sources)  # domain_A, or domain_A+domain_B for several sources
         self.targets = [domain_folder(t) for t in targets]
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.val_fraction = val_fraction
@@ -186,6 +191,8 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         self.resize = resize
         self.normalization = {"mode": "none", "stats": "source", "bounds": None, **(normalization or {})}
         check_normalization(self.normalization["mode"], self.normalization["stats"], self.normalization["bounds"], self.domains)
+        if len(sources) > 1 and not shared_normalization(self.normalization["mode"], self.normalization["stats"]):
+            raise HdmapError(SEVERAL_SOURCES_NORMALIZATION)
         self.validation = validation
         self.validation_faults = {"fraction": 0.5, "strength": [0.5, 1.5], "rows": [1, 2], **(validation_faults or {})}
         self.subgroups = check_subgroups(subgroups)
@@ -209,8 +216,8 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
 
     @property
     def domains(self) -> list[str]:
-        """Evaluated domains, source first."""
-        return [self.source, *self.targets]
+        """Evaluated domains, sources first."""
+        return [*self.sources, *self.targets]
 
     def setup(self, stage: str | None = None) -> None:
         """Scan, split, compute training statistics, decode and cache every split once (idempotent)."""
@@ -220,11 +227,11 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         if not self.root.is_dir():
             msg = f"Dataset root {self.root} does not exist. Set data.root=<dir> (or HDMAP_ROOT), or use data=synthetic."
             raise HdmapError(msg)
-        train_all = scan_domain(self.root, self.source, "train")
-        train, val = split_validation(train_all, self.val_fraction, self.seed, self.min_train_images)
+        train, val = split_sources(self.root, self.sources, self.val_fraction, self.seed, self.min_train_images)
         natives = read_images(list(pd.concat([train, val]).image_path), f"{self.source} train")
         self.statistics = {self.source: PixelStats.of(natives[path] for path in train.image_path)}
         self.normalizers = {domain: self._normalizer(domain) for domain in self.domains}
+        shared = self.sources[0]  # every source has the same normaliser (shared_normalization)
         budget = CacheBudget(self.cache_limit_mb)
         faults = None
         if self.validation == "synthetic_faults":
@@ -237,8 +244,8 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             chosen = faults.choose(len(val), float(self.validation_faults["fraction"]))
             val = val.assign(injected_fault=False)
             val.loc[chosen, ["injected_fault", "label_index"]] = [True, 1]
-        self.train_data = self._dataset(train, self.source, budget, natives)
-        self.val_data = self._dataset(val, self.source, budget, natives, faults)
+        self.train_data = self._dataset(train, shared, budget, natives)
+        self.val_data = self._dataset(val, shared, budget, natives, faults)
         del natives
         self.test_data = {
             domain: self._dataset(scan_domain(self.root, domain, "test", self.subgroups), domain, budget)
@@ -255,7 +262,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             log.warning("%s", warning)
 
     def _normalizer(self, domain: str) -> Normalizer:
-        """Normaliser of `domain`: fixed bounds, or statistics of source (or the domain's own) training images."""
+        """Normaliser of `domain`: fixed bounds, or statistics of the sources' (or the domain's own) training images."""
         mode, stats_from = self.normalization["mode"], self.normalization["stats"]
         if mode in ("minmax", "zscore"):
             if stats_from == "source":
@@ -312,6 +319,17 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         return {"train": self.train_data.cache_mode, "val": self.val_data.cache_mode,
                 "test": {d: ds.cache_mode for d, ds in self.test_data.items()}}
 
+    def _per_source(self) -> dict:
+        """Several sources: their names and each one's training and (stratified) validation counts; {} for one."""
+        if len(self.sources) == 1:
+            return {}
+        return {
+            "sources": self.sources,
+            "validation_split": "stratified: data.val_fraction of each source domain's train/good, joined",
+            **{f"{split}_samples_by_source": dataset.samples.domain.value_counts().reindex(self.sources).astype(int).to_dict()
+               for split, dataset in (("train", self.train_data), ("val", self.val_data))},
+        }
+
     def summary(self) -> dict:
         """What was loaded and how, for metrics.json (data record)."""
         datasets = [self.train_data, self.val_data, *self.test_data.values()]
@@ -336,6 +354,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
                 "applied": {d: n.as_dict() for d, n in self.normalizers.items()},
                 "train_statistics": {d: s.as_dict() for d, s in self.statistics.items()},
             },
+            **self._per_source(),
             "validation": {
                 "mode": self.validation,
                 "normal": int((self.val_data.samples.label_index == 0).sum()),

@@ -7,7 +7,7 @@
 `scan_domain` turns one split of one domain into a DataFrame with one row per image (sorted by path),
 the form anomalib's datasets take. Test samples may carry a named subgroup (e.g. cold/warm) chosen by
 `data.subgroups` rules; `manifest_reference` identifies the dataset for metrics.json. Nothing here
-decodes an image.
+decodes an image. `split_sources` holds out validation images from each source domain separately.
 """
 
 import hashlib
@@ -19,16 +19,12 @@ import numpy as np
 import pandas as pd
 
 from hdmap_train.data.images import IMAGE_EXTENSIONS
+from hdmap_train.domains import domain_folder
 from hdmap_train.errors import HdmapError
 
 SPLITS = {"train": ("good",), "test": ("good", "fault")}
 LABELS = {"good": 0, "fault": 1}
 MANIFEST_KEYS = ("generator", "version", "mapping", "era", "seed", "counts", "normalization", "spec", "created")
-
-
-def domain_folder(domain: str) -> str:
-    """'A' -> 'domain_A' (already prefixed names pass through)."""
-    return domain if domain.startswith("domain_") else f"domain_{domain}"
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -133,6 +129,19 @@ def split_validation(
     val = train_all.iloc[np.sort(order[:n_val])].reset_index(drop=True).assign(split="val")
     train = train_all.iloc[np.sort(order[n_val:])].reset_index(drop=True)
     val.attrs = train.attrs = dict(train_all.attrs)
+    return train, val
+
+
+def split_sources(
+    root: Path, sources: list[str], val_fraction: float, seed: int, min_train_images: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation) of the source domains: each domain's train/good split on its own (split_validation,
+    same seed), then joined in source order, so every source holds out its val_fraction and a domain's
+    validation images are the same whichever other sources it is trained with.
+    """
+    parts = [split_validation(scan_domain(root, source, "train"), val_fraction, seed, min_train_images) for source in sources]
+    train, val = (pd.concat(frames, ignore_index=True) for frames in zip(*parts, strict=True))
+    val.attrs = train.attrs = dict(parts[0][0].attrs)
     return train, val
 
 

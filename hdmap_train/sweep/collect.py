@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from hdmap_train.domains import short_domain, source_domains, source_label
 from hdmap_train.errors import HdmapError
-from hdmap_train.evaluation import transfer_metrics
+from hdmap_train.evaluation import record_transfer_metrics
 from hdmap_train.job_names import RESULT_NEUTRAL_OVERRIDE_KEYS, covered, override_key
 from hdmap_train.sweep.conditions import condition_table, interpolation_links, lookup
 
@@ -58,11 +59,6 @@ def is_prepare_output(folder: Path) -> bool:
             and "model" not in written_config(folder))
 
 
-def short_domain(domain: str) -> str:
-    """domain_A -> A."""
-    return domain.removeprefix("domain_")
-
-
 def mebibytes(count: int | None) -> float | None:
     """Bytes in MiB, None for none."""
     return None if count is None else count / 2**20
@@ -80,7 +76,9 @@ def efficiency_row(record: dict) -> dict:
 
 
 def record_row(record: dict) -> dict:
-    """One summary row from a metrics.json record (successful or failed)."""
+    """One summary row from a metrics.json record (successful or failed): source `A` (or `A+B`), source AUROC/F1
+    (several sources: pooled), AUROC/F1 per evaluated domain (each source domain of several among them).
+    """
     error = (record.get("error") or "").strip()
     row = {
         "model": record["condition"]["model"],
@@ -93,11 +91,10 @@ def record_row(record: dict) -> dict:
     }
     if record["status"] != "success":
         return row
-    source_auroc = record["source_results"]["image_AUROC"]
-    shift = transfer_metrics(source_auroc, [r["image_AUROC"] for r in record["target_results"].values()])
-    row |= {"source_AUROC": source_auroc, "source_F1": record["source_results"]["image_F1Score"],
+    shift = record_transfer_metrics(record)
+    row |= {"source_AUROC": record["source_results"]["image_AUROC"], "source_F1": record["source_results"]["image_F1Score"],
             **{key: shift[key] for key in [*SHIFT_COLUMNS, "transfer_ratio_note"]}}
-    for domain, result in record["target_results"].items():
+    for domain, result in {**(record.get("source_domain_results") or {}), **record["target_results"]}.items():
         row[f"AUROC_{short_domain(domain)}"] = result["image_AUROC"]
         row[f"F1_{short_domain(domain)}"] = result["image_F1Score"]
     return row
@@ -118,7 +115,10 @@ def written_config(job_dir: Path) -> dict:
 
 def config_row(config: dict) -> dict:
     """model/source from the job's written config, for a job without a readable record ({} if none)."""
-    return {"model": lookup(config, "model.name"), "source": lookup(config, "domain.source")} if config else {}
+    if not config:
+        return {}
+    source = lookup(config, "domain.source")
+    return {"model": lookup(config, "model.name"), "source": None if source is None else short_domain(source_label(source_domains(source)))}
 
 
 def unreadable_row(metrics: Path, exc: Exception, config: dict) -> dict:

@@ -19,8 +19,9 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from hdmap_train.domains import short_domain
 from hdmap_train.errors import HdmapError
-from hdmap_train.sweep.collect import job_dirs, read_job, short_domain, written_config
+from hdmap_train.sweep.collect import job_dirs, read_job, written_config
 from hdmap_train.sweep.conditions import condition_table, interpolation_links
 from hdmap_train.sweep.markdown import number, text
 from hdmap_train.sweep.tables import markdown_table

@@ -1,18 +1,26 @@
 """The sweep's pictures: summary.png (AUROC heatmaps, conditions x evaluated domains, one panel per source) and
 transfer_matrix.png (source x evaluated domain AUROC, one panel per condition).
+
+A job trained on several sources is a source of its own (`A+B`: a panel, a row); its columns are the
+evaluated domains, each source domain on its own.
 """
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from hdmap_train.domains import SEPARATOR
 from hdmap_train.plots import heatmap_figure, transfer_matrix_figure
 
 
 def auroc_matrix(rows: pd.DataFrame) -> pd.DataFrame:
-    """AUROC of each condition (rows) on each evaluated domain (columns); repeated conditions are averaged."""
+    """AUROC of each condition (rows) on each evaluated domain (columns); repeated conditions are averaged.
+
+    A single source's AUROC is its column; several sources have a column each (AUROC_<domain>), not a pooled one.
+    """
     entries = []
     for row in rows.to_dict("records"):
-        entries.append((row["condition"], row["source"], row["source_AUROC"]))
+        if SEPARATOR not in row["source"]:
+            entries.append((row["condition"], row["source"], row["source_AUROC"]))
         entries += [(row["condition"], key.removeprefix("AUROC_"), value) for key, value in row.items() if key.startswith("AUROC_")]
     long = pd.DataFrame(entries, columns=["condition", "domain", "AUROC"]).dropna()
     return long.pivot_table(index="condition", columns="domain", values="AUROC", aggfunc="mean")
@@ -23,7 +31,8 @@ def heatmap_panels(table: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[s
     jobs = table.dropna(subset=["condition", "source"])
     conditions = sorted(jobs["condition"].unique())
     done = jobs[jobs["status"] == "success"]
-    domains = sorted(set(done["source"]) | {c.removeprefix("AUROC_") for c in done.columns if c.startswith("AUROC_")})
+    single = {source for source in done["source"] if SEPARATOR not in source}
+    domains = sorted(single | {c.removeprefix("AUROC_") for c in done.columns if c.startswith("AUROC_")})
     matrices, notes = {}, {}
     for source in sorted(jobs["source"].unique()):
         matrices[source] = auroc_matrix(done[done["source"] == source]).reindex(index=conditions, columns=domains)
@@ -45,7 +54,7 @@ def transfer_panels(long: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[s
     auroc = long[(long["metric"] == "image_AUROC") & (long["subgroup"] == "")].dropna(subset=["value"])
     auroc = auroc.astype({"value": float})
     sources = sorted(auroc["source"].unique())
-    domains = sorted(set(auroc["target"]) | set(sources))
+    domains = sorted(set(auroc["target"]) | {source for source in sources if SEPARATOR not in source})
     means, counts = {}, {}
     for condition, rows in auroc.groupby("condition", sort=True):
         cells = rows.pivot_table(index="source", columns="target", values="value", aggfunc=["mean", "count"])

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from hdmap_train.domains import short_domain
 from hdmap_train.evaluation import PAUC_KEY
-from hdmap_train.sweep.collect import Sweep, short_domain
+from hdmap_train.sweep.collect import Sweep
 from hdmap_train.sweep.conditions import lookup
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -41,9 +42,12 @@ def provenance(record: dict, commit: str) -> dict:
 
 
 def evaluated(record: dict) -> list[tuple[str, str, dict]]:
-    """(domain, subgroup, metrics) of the source and every target domain, each domain followed by its subgroups."""
-    results = {short_domain(record["source_domain"]): record["source_results"]}
-    results |= {short_domain(domain): result for domain, result in record["target_results"].items()}
+    """(domain, subgroup, metrics) of the source and every target domain, each domain followed by its subgroups.
+
+    Several sources: each source domain on its own (source_domain_results), not their pooled test sets.
+    """
+    by_source = record.get("source_domain_results") or {record["source_domain"]: record["source_results"]}
+    results = {short_domain(domain): result for domain, result in {**by_source, **record["target_results"]}.items()}
     return [(domain, name, metrics) for domain, result in results.items()
             for name, metrics in [("", result), *(result.get("subgroups") or {}).items()]]
 

@@ -103,7 +103,7 @@ def jobs_section(table: pd.DataFrame) -> list[str]:
     for r in table.to_dict("records"):
         ratio = number(r["transfer_ratio"])
         if ratio == "-" and isinstance(r["transfer_ratio_note"], str):
-            ratio = "- (source AUROC ≤ 0.5)"
+            ratio = "- (no targets)" if pd.isna(r["avg_target_auroc"]) else "- (source AUROC ≤ 0.5)"
         rows.append([f"`{r['job']}`", text(r["condition"]), *(text(r[c]) for c in varying), r["status"],
                      number(r["source_AUROC"]), number(r["avg_target_auroc"]), ratio, number(r["fit_seconds"], 1)])
     return ["## Jobs", "", *markdown_table(header, rows), ""]

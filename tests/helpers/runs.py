@@ -23,6 +23,10 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
 
 
 DOMAINS = ["domain_A", "domain_B", "domain_C", "domain_D"]
+# The top-level keys of a single-source record, in order (several sources add source_domains, source_domain_results).
+RECORD_KEYS = ["condition", "status", "error", "source_domain", "experiment_path", "timestamp", "versions", "data",
+               "training_info", "best_checkpoint", "efficiency", "validation", "source_results", "target_results",
+               "avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio", "transfer_ratio_note"]
 
 
 def tiny_run_cfg(model: str, data_root: Path, run_dir: Path, *extra: str):
@@ -38,6 +42,7 @@ def assert_complete_record(run_dir: Path, model: str) -> dict:
     assert record["status"] == "success" and record["error"] is None
     assert record["condition"]["model"] == model and record["condition"]["config"]["model"]["name"] == model
     assert record["source_domain"] == "domain_A"
+    assert list(record) == RECORD_KEYS
     assert set(record["target_results"]) == {"domain_B", "domain_C", "domain_D"}
     results = [record["source_results"], *record["target_results"].values()]
     assert [r["domain"] for r in results] == DOMAINS

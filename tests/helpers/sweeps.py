@@ -28,11 +28,15 @@ def result(domain: str, auroc: float, subgroups: tuple[str, ...] = SUBGROUPS) ->
 
 
 def config(model: str, source: str, seed: int = 42, learning_rate: float = 1e-4, job: str = "") -> dict:
-    """A resolved config as metrics.json's condition.config holds it (a few keys, result-neutral ones included)."""
+    """A resolved config as metrics.json's condition.config holds it (a few keys, result-neutral ones included).
+
+    source: 'A', or 'A+B' for a job trained on several source domains (domain.source: [A, B]).
+    """
+    sources = source.split("+")
     return {
         "model": {"name": model, "max_epochs": 5, "module": {"learning_rate": learning_rate}},
         "trainer": {"accelerator": "cpu", "max_epochs": 5, "enable_progress_bar": False},
-        "domain": {"source": source, "targets": [d for d in DOMAINS if d != source]},
+        "domain": {"source": sources if len(sources) > 1 else source, "targets": [d for d in DOMAINS if d not in sources]},
         "data": {"root": "/data/hdmap", "cache_dir": f"/cache/{job}", "num_workers": 0},
         "paths": {"output_dir": f"/runs/{job}"}, "name": f"{model}_{source}", "seed": seed, "ckpt_path": None,
     }
@@ -42,25 +46,36 @@ def write_job(sweep: Path, model: str, source: str, aurocs: dict[str, float] | N
               overrides: list[str] | None = None, seed: int = 42, learning_rate: float = 1e-4, folder: str | None = None,
               manifest_sha256: str | None = "ab" * 32, efficiency: dict | None = None) -> Path:
     """A job folder: .hydra/config.yaml (and overrides.yaml if given), and metrics.json unless aurocs is None and no error
-    (with `efficiency` as its efficiency block when given; older records have none)."""
+    (with `efficiency` as its efficiency block when given; older records have none).
+
+    source 'A+B': trained on A and B; aurocs then holds each source domain's AUROC and the pooled one under 'A+B'.
+    """
     job = sweep / (folder or f"domain={source},model={model}")
     (job / ".hydra").mkdir(parents=True)
-    written = {"model": {"name": model, "max_epochs": 5}, "trainer": {"max_epochs": "${model.max_epochs}"}, "domain": {"source": source}}
+    sources = source.split("+")
+    written = {"model": {"name": model, "max_epochs": 5}, "trainer": {"max_epochs": "${model.max_epochs}"},
+               "domain": {"source": sources if len(sources) > 1 else source}}
     OmegaConf.save(OmegaConf.create(written), job / ".hydra" / "config.yaml")
     if overrides is not None:
         OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
     resolved = config(model, source, seed, learning_rate, job.name)
-    record = {"condition": {"name": f"{model}_{source}", "model": model, "config": resolved}, "source_domain": f"domain_{source}",
+    label = "+".join(f"domain_{d}" for d in sources)
+    record = {"condition": {"name": f"{model}_{source}", "model": model, "config": resolved}, "source_domain": label,
               "versions": VERSIONS, "data": {"manifest": None if manifest_sha256 is None else {"sha256": manifest_sha256}}}
+    if len(sources) > 1:
+        record["source_domains"] = [f"domain_{d}" for d in sources]
     if aurocs is not None:
-        targets = {f"domain_{d}": result(d, a) for d, a in aurocs.items() if d != source}
+        targets = {f"domain_{d}": result(d, a) for d, a in aurocs.items() if d not in [*sources, source]}
         record |= {
             "status": "success", "error": None, "source_results": result(source, aurocs[source]), "target_results": targets,
-            "avg_target_auroc": sum(r["image_AUROC"] for r in targets.values()) / len(targets),
+            "avg_target_auroc": sum(r["image_AUROC"] for r in targets.values()) / len(targets) if targets else None,
             "training_info": {"fit_seconds": 12.5},
         }
         if efficiency is not None:
             record["efficiency"] = efficiency
+        if len(sources) > 1:
+            record["source_results"]["domain"] = label
+            record["source_domain_results"] = {f"domain_{d}": result(d, aurocs[d]) for d in sources}
     elif error:
         record |= {"status": "failed", "error": error, "training_info": None}
     else:
