@@ -61,7 +61,9 @@ def test_sweep_prints_one_line_per_job_as_it_finishes(tmp_path: Path, tiny_datas
     for number, (line, source) in enumerate(zip(lines, "AB", strict=True), start=1):
         assert re.match(rf"\[sweep\] job {number} finished after 0:\d\d:\d\d: draem \| source domain_{source} AUROC [\d.]+ "
                         r"\| avg target AUROC [\d.]+ \| transfer ratio ", line), line
-        assert "| success | fit " in line and line.endswith(f"{sweep}/domain={source},model=draem")
+        job = Path(line.rsplit(" | ", 1)[1])
+        assert "| success | fit " in line and job.parent == sweep and job.name.startswith(f"domain={source},")
+        assert json.loads((job / "metrics.json").read_text())["source_domain"] == f"domain_{source}"
     # reported while the second job ran (the launcher returns only at the end), not after it
     assert result.stdout.index(lines[0]) < result.stdout.rindex("Epoch 1/1")
 
