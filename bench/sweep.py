@@ -1,15 +1,16 @@
-"""Sweep wall time on CPU cores: 2 models x 4 domains through hdmap_train (hydra/launcher=gpus at
-n_jobs=1 and n_jobs=2) and through `anomalib benchmark` (unless --no-anomalib), on the same data.
+"""Sweep wall time on CPU cores: 2 models x 4 domains through hdmap_train (hydra/launcher=gpus at n_jobs=1,
+once evaluating every domain and once the source domain only (domain.targets=[]), and at n_jobs=2 unless
+--no-parallel) and through `anomalib benchmark` (unless --no-anomalib), on the same data.
 
 Tiny sizes: DRAEM (widths 8/4, one epoch) and PatchCore (resnet18 with random weights in a temporary
 offline Hugging Face cache, coreset ratio 0.1), 32x96 inputs, batch 8, on the built-in synthetic
 dataset written as 8-bit grey PNGs (each domain scaled by its largest pixel value, over all its
 images, to 0-255), so that both tools read identical pixels (/255). Each sweep is a fresh process
 restricted to --cores cores. Per run: wall seconds of the whole grid, jobs, mean fit seconds per job
-and the mean source-domain image AUROC of each model. Prints the n_jobs=1 / n_jobs=2 wall-time ratio
-last (above 1: the parallel sweep is faster).
+and the mean source-domain image AUROC of each model. Prints last the wall-time ratios hdmap_train /
+anomalib benchmark: the same work (source domain only) and the full work (every domain).
 
-    .venv/bin/python bench/sweep.py [--cores 2] [--n-train 24] [--no-anomalib]
+    .venv/bin/python bench/sweep.py [--cores 2] [--n-train 24] [--no-anomalib] [--no-parallel]
 
 `anomalib benchmark` builds its models from bench/anomalib_models.py, run as anomalib's CLI with
 TinyDraem and TinyPatchcore added (its config has no trainer section, cannot replace a model's
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2, help="CPU cores the sweeps may use")
     parser.add_argument("--n-train", type=int, default=24, help="normal training images per domain")
     parser.add_argument("--no-anomalib", dest="anomalib", action="store_false", help="skip the `anomalib benchmark` run")
+    parser.add_argument("--no-parallel", dest="parallel", action="store_false", help="skip the n_jobs=2 sweep")
     args = parser.parse_args()
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])  # inherited by every process below
     work = Path(tempfile.mkdtemp(prefix="hdmap-sweep-bench-"))
@@ -130,11 +132,14 @@ def main() -> None:
     sweep = [sys.executable, "-m", "hdmap_train", "--multirun", "hydra/launcher=gpus", f"hydra.searchpath=[file://{work / 'conf'}]",
              "trainer=cpu", "trainer.enable_progress_bar=false", f"data.root={root}", f"domain={DOMAINS}", "model=tiny_draem,tiny_patchcore"]
     rows = []
-    for n_jobs in (1, 2):
-        sweep_dir = work / f"sweep-n{n_jobs}"
-        seconds = timed([*sweep, f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={sweep_dir}"], work)
+    runs = {"hdmap_train n_jobs=1": (1, []), "hdmap_train source only": (1, ["domain.targets=[]"])}
+    if args.parallel:
+        runs["hdmap_train n_jobs=2"] = (2, [])
+    for name, (n_jobs, extra) in runs.items():
+        sweep_dir = work / f"sweep-{len(rows)}"
+        seconds = timed([*sweep, *extra, f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={sweep_dir}"], work)
         jobs = pd.read_csv(sweep_dir / "summary.csv")
-        rows.append(row(f"hdmap_train n_jobs={n_jobs}", seconds, jobs["fit_seconds"], jobs["model"], jobs["source_AUROC"]))
+        rows.append(row(name, seconds, jobs["fit_seconds"], jobs["model"], jobs["source_AUROC"]))
     if args.anomalib:
         (work / "anomalib.yaml").write_text(anomalib_config(root))
         models = Path(__file__).with_name("anomalib_models.py")
@@ -144,15 +149,19 @@ def main() -> None:
         if len(results) != rows[0]["jobs"]:
             sys.exit(f"anomalib benchmark finished {len(results)} of {rows[0]['jobs']} jobs; see {work / 'runs' / 'pipeline.log'}")
         rows.append(row("anomalib benchmark", seconds, results["fit_duration"], results["model.class_path"].map(ANOMALIB_MODELS), results["image_AUROC"]))
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).set_index("run", drop=False)
     print(f"\n{args.cores} CPU cores, {args.n_train} training images per domain, work dir {work}")
     print("AUROC: mean source-domain image AUROC per model (anomalib: one domain per job, no cross-domain evaluation)\n")
     print(table.to_string(index=False, formatters={"wall_s": "{:.1f}".format, "fit_s_per_job": "{:.1f}".format,
                                                    **{f"{m}_AUROC": "{:.3f}".format for m in TINY}}))
+    wall = table["wall_s"]
+    if args.parallel:
+        print(f"\nwall-time ratio n_jobs=1 / n_jobs=2 (2 models x 4 domains): {wall['hdmap_train n_jobs=1'] / wall['hdmap_train n_jobs=2']:.2f}")
     if args.anomalib:
-        print(f"\nwall-time ratio anomalib benchmark / hdmap_train n_jobs=1 (2 models x 4 domains): {table['wall_s'].iloc[2] / table['wall_s'].iloc[0]:.2f}")
-    ratio = table["wall_s"].iloc[0] / table["wall_s"].iloc[1]
-    print(f"\nwall-time ratio n_jobs=1 / n_jobs=2 (2 models x 4 domains): {ratio:.2f}")
+        anomalib = wall["anomalib benchmark"]
+        print(f"\nwall-time ratio hdmap_train / anomalib benchmark (n_jobs=1, 2 models x 4 sources): same work "
+              f"(source domain only) {wall['hdmap_train source only'] / anomalib:.2f}, full work (every domain) "
+              f"{wall['hdmap_train n_jobs=1'] / anomalib:.2f}")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,33 @@ class RunEngine(Engine):
         del args, kwargs
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[ModelCheckpoint, list[Callback]]:
+def training_progress(trainer: L.Trainer) -> tuple[int, int, int]:
+    """Optimizer steps, training batches and validation batches so far: what can change a model's weights or state."""
+    loop = trainer.fit_loop.epoch_loop
+    return trainer.global_step, loop.batch_progress.total.completed, loop.val_loop.batch_progress.total.completed
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """anomalib's ModelCheckpoint, remembering the training progress at which this process saved the best checkpoint."""
+
+    best_saved_at: tuple[int, int, int] | None = None
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if filepath == self.best_model_path:
+            self.best_saved_at = training_progress(trainer)
+
+    def holds_best(self, trainer: L.Trainer) -> bool:
+        """Whether the weights in memory are the best checkpoint: saved by this process, no training since then."""
+        return self.best_saved_at is not None and self.best_saved_at == training_progress(trainer)
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[RunCheckpoint, list[Callback]]:
     """Best-checkpoint (+ early stopping) on the model's monitor; memory-bank models keep their one epoch."""
     monitor, mode = cfg.model.monitor, cfg.model.monitor_mode
     # Saved at the end of each training epoch, after TrainingHistory recorded it (ModelCheckpoint runs last),
     # so a checkpoint's history includes its own epoch.
-    checkpoint = ModelCheckpoint(
+    checkpoint = RunCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=monitor is not None,
         auto_insert_metric_name=False, save_on_train_epoch_end=True,
     )
@@ -40,7 +61,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[ModelCheckpoint, li
     return checkpoint, callbacks
 
 
-def build_engine(cfg: DictConfig, run_dir: Path) -> tuple[RunEngine, ModelCheckpoint, TrainingHistory]:
+def build_engine(cfg: DictConfig, run_dir: Path) -> tuple[RunEngine, RunCheckpoint, TrainingHistory]:
     """The Engine with the trainer config, TensorBoard in run_dir/tensorboard, and the run's callbacks."""
     checkpoint, callbacks = build_callbacks(cfg, run_dir)
     engine = RunEngine(
@@ -82,8 +103,11 @@ def training_info(cfg: DictConfig, engine: Engine, history: TrainingHistory) -> 
     }
 
 
-def predict_all(engine: Engine, model: L.LightningModule, datamodule: MultiDomainHDMAPDataModule, ckpt: str) -> PredictionCollector:
-    """Predict validation and every test set with the best checkpoint, streaming scores into a collector.
+def predict_all(
+    engine: Engine, model: L.LightningModule, datamodule: MultiDomainHDMAPDataModule, ckpt: str | None,
+) -> PredictionCollector:
+    """Predict validation and every test set with the checkpoint `ckpt` (None: the model's weights as they are),
+    streaming scores into a collector.
 
     Predictions are not returned by the trainer (return_predictions=False): only scores and the few
     grid examples per domain stay in memory, whatever the test-set size. A StepTimer (before the collector,

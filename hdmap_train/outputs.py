@@ -14,7 +14,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
@@ -233,6 +232,16 @@ HPARAM_METRICS = {"source_auroc": "hparams/source_auroc", "avg_target_auroc": "h
                   "transfer_ratio": "hparams/transfer_ratio"}
 
 
+def add_png(writer, tag: str, path: Path, step: int) -> None:
+    """An image summary holding the PNG file's bytes as they are (SummaryWriter.add_image would decode and re-encode)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    with Image.open(path) as image:  # reads the header only
+        (width, height), channels = image.size, len(image.getbands())
+    picture = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=path.read_bytes())
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)  # what add_image does
+
+
 def log_to_tensorboard(
     logger: "TensorBoardLogger", record: dict, pictures: dict[str, Path], hparams: dict, step: int,
 ) -> None:
@@ -241,9 +250,7 @@ def log_to_tensorboard(
     """
     logger.log_metrics(metric_scalars(record), step)
     for name, path in pictures.items():
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-        logger.experiment.add_image(f"plots/{name}", pixels, step, dataformats="HWC")
+        add_png(logger.experiment, f"plots/{name}", path, step)
     manifest = (record.get("data") or {}).get("manifest") or {}
     hparams = {**hparams, "data": {**hparams.get("data", {}), "manifest_sha256": manifest.get("sha256", "none")}}
     values = {"source_auroc": record["source_results"]["image_AUROC"], **record}

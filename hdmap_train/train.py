@@ -120,7 +120,10 @@ def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
                  "n/a" if info["best_monitor_value"] is None else f"{info['best_monitor_value']:.5g}")
 
         start = time.perf_counter()
-        collector = predict_all(engine, model, datamodule, best)
+        reload = not checkpoint.holds_best(engine.trainer)  # else the same tensors: reloading would change nothing
+        if not reload:
+            log.info("Best checkpoint = the weights in memory (saved after the last training step): not reloaded")
+        collector = predict_all(engine, model, datamodule, best if reload else None)
         record["training_info"]["test_seconds"] = round(time.perf_counter() - start, 3)
         record["efficiency"] = run_efficiency(model, engine.trainer, memory)
         report(cfg, run_dir, record, collector, {domain: ds.samples for domain, ds in datamodule.test_data.items()}, engine)

@@ -3,12 +3,15 @@ without changing the run; what from_predictions=true recomputes without the mode
 
 import hashlib
 import json
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from hdmap_train.engine import RunCheckpoint
 from hdmap_train.evaluate import main
 from hdmap_train.evaluation import image_metrics
 from hdmap_train.train import run
@@ -31,6 +34,34 @@ def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     run_dir = tmp_path_factory.mktemp("run")
     run(tiny_run_cfg("draem", tiny_dataset, run_dir, "evaluation.plots=false"), run_dir)
     return run_dir
+
+
+@pytest.mark.slow
+def test_a_best_checkpoint_not_reloaded_predicts_what_it_does_reloaded(tiny_dataset: Path, tmp_path: Path, caplog) -> None:
+    """After one epoch the best checkpoint is the model in memory: the run predicts without reloading it, and an
+    evaluation that loads it gives the same scores, bit for bit."""
+    run_dir = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="hdmap_train.train"):
+        run(tiny_run_cfg("draem", tiny_dataset, run_dir, "model.max_epochs=1", "evaluation.plots=false"), run_dir)
+    assert "not reloaded" in caplog.text
+    assert main([f"run={run_dir}"]) == 0
+    [out] = list((run_dir / "evaluations").iterdir())
+    assert pd.read_csv(out / "predictions.csv").equals(pd.read_csv(run_dir / "predictions.csv"))
+    assert (out / "validation_scores.csv").read_bytes() == (run_dir / "validation_scores.csv").read_bytes()
+
+
+def test_the_best_checkpoint_is_reloaded_once_training_went_on(tmp_path: Path) -> None:
+    def trainer(steps: int, batches: int, val_batches: int) -> SimpleNamespace:
+        loop = SimpleNamespace(batch_progress=SimpleNamespace(total=SimpleNamespace(completed=batches)),
+                               val_loop=SimpleNamespace(batch_progress=SimpleNamespace(total=SimpleNamespace(completed=val_batches))))
+        return SimpleNamespace(global_step=steps, fit_loop=SimpleNamespace(epoch_loop=loop))
+
+    checkpoint = RunCheckpoint(dirpath=tmp_path)
+    assert not checkpoint.holds_best(trainer(0, 0, 0))  # never saved by this process (e.g. a resumed run)
+    checkpoint.best_saved_at = (3, 3, 1)
+    assert checkpoint.holds_best(trainer(3, 3, 1))
+    assert not checkpoint.holds_best(trainer(6, 6, 2))  # later epochs trained on
+    assert not checkpoint.holds_best(trainer(3, 3, 2))  # a later validation (memory banks fit there)
 
 
 @pytest.mark.slow

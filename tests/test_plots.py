@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example, domain_metrics, transfer_metrics
 from hdmap_train.outputs import HPARAM_METRICS, log_to_tensorboard, metric_scalars, write_plots
-from hdmap_train.plots import example_grid_figure, histogram_figure, map_norm, roc_figure, score_scale
+from hdmap_train.plots import MAP_COLOURS, example_grid_figure, histogram_figure, map_norm, roc_figure, score_scale
 
 DOMAINS = ["domain_A", "domain_B", "domain_C"]
 THRESHOLD = 0.8
@@ -99,19 +99,31 @@ def test_score_scale_decision() -> None:
     assert score_scale([wide, 100 + narrow], 0.5) == "quantile"  # not positive: no log axis
 
 
+def grid_parts(figure) -> tuple[list[str], list[str], np.ndarray]:
+    """Column titles, labels under the images, and the RGBA pixels of an anomaly-map grid."""
+    grid = figure.axes[0]
+    titles = [text.get_text() for text in grid.texts if text.get_va() == "bottom"]
+    labels = [text.get_text() for text in grid.texts if text.get_va() == "top"]
+    (image,) = grid.get_images()  # every panel composed into one array
+    return titles, labels, np.asarray(image.get_array())
+
+
 def test_example_grid_panels() -> None:
-    figure = example_grid_figure("domain_B", examples(4), n_examples=4)
-    columns, colour_bar = figure.axes[:9], figure.axes[9:]
-    assert len(colour_bar) == 1  # category x (input, map, overlay) columns + one colour bar
-    titles = [axes.get_title() for axes in columns]
+    kept = examples(4)
+    figure = example_grid_figure("domain_B", kept, n_examples=4)
+    assert len(figure.axes) == 2  # the grid and one colour bar
+    titles, labels, pixels = grid_parts(figure)
     assert titles[:3] == ["\ninput", "highest-scoring faults\nanomaly map", "\noverlay"]
     assert titles[4].startswith("lowest-scoring faults") and titles[7].startswith("highest-scoring normals")
-    assert [len(axes.get_images()) for axes in columns] == [4, 4, 4] * 3  # the overlay: one blended image per example
-    assert [text.get_text() for text in columns[0].texts[:2]] == ["0.tiff", "1.tiff"]  # file names under the inputs
-    assert [text.get_text() for text in columns[1].texts[:2]] == ["score 0", "score 1"]  # image scores under the maps
-    maps = [image for axes in columns[1::3] for image in axes.get_images()]
-    assert len({(image.norm.vmin, image.norm.vmax) for image in maps}) == 1  # one colour scale for the grid
-    assert "p1–p99" in colour_bar[0].get_ylabel()
+    assert labels[:4] == ["0.tiff", "score 0", "1.tiff", "score 1"]  # file name under the input, score under the map
+    height, width, gap, spacing = 16, 48, 6, 3
+    assert pixels.shape == (4 * (height + gap), 9 * (width + spacing) - spacing, 4)
+    assert (pixels[:height, :width, 3] == 1).all() and (pixels[height:height + gap, :, 3] == 0).all()  # clear gaps
+    maps = [e.anomaly_map for category in kept.values() for e in category]
+    first = kept["highest-scoring faults"][0].anomaly_map
+    expected = MAP_COLOURS(map_norm(maps)(first))[..., :3]  # one colour scale for every map of the grid
+    np.testing.assert_allclose(pixels[:height, width + spacing:2 * width + spacing, :3], expected)
+    assert "p1–p99" in figure.axes[1].get_ylabel()
 
 
 def test_map_colour_scale_ignores_extreme_pixels() -> None:
@@ -126,8 +138,18 @@ def test_map_colour_scale_ignores_extreme_pixels() -> None:
 
 def test_example_grid_with_few_examples_or_no_maps() -> None:
     figure = example_grid_figure("domain_C", examples(2, with_maps=False), n_examples=4)
-    assert len(figure.axes) == 9  # no colour bar without maps
-    assert [len(axes.get_images()) for axes in figure.axes] == [2, 0, 0] * 3
+    assert len(figure.axes) == 1  # no colour bar without maps
+    _, labels, pixels = grid_parts(figure)
+    assert len(labels) == 2 * 2 * 3
+    opaque = pixels[..., 3] == 1
+    assert opaque[:, :48].sum() == 2 * 16 * 48 and not opaque[:, 51:150].any()  # two inputs, no map, no overlay
+
+
+def test_example_grid_stretches_a_map_of_another_size() -> None:
+    kept = {category: [Example(1.0, 1, "/x/0.tiff", np.zeros((16, 48)), np.arange(8 * 24.0).reshape(8, 24))]
+            for category in EXAMPLE_CATEGORIES}
+    _, _, pixels = grid_parts(example_grid_figure("domain_D", kept, n_examples=1))
+    assert (pixels[:16, 51:99, 3] == 1).all() and (pixels[:16, 102:150, 3] == 1).all()  # map and overlay fill the image
 
 
 def test_write_plots_writes_valid_pngs(tmp_path: Path) -> None:
