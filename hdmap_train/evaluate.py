@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from hdmap_train.domains import record_sources
 from hdmap_train.errors import HdmapError, run_command
 from hdmap_train.job_names import covered
-from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record, new_record
+from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record, new_record, written_however_it_ends
 from hdmap_train.train import VALIDATION_SCORES, check_config, record_results, validation_table
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def check_request(run_dir: Path, run_record: RunRecord, cfg: DictConfig, keys: l
 
 def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predictions: bool = False) -> RunRecord:
     """Evaluate the run again (see the module docstring); returns the new record, written to <new dir>/metrics.json."""
-    from hdmap_train.outputs import package_versions, print_results, write_csv_atomic, write_json_atomic, write_plots
+    from hdmap_train.outputs import package_versions, print_results, write_csv_atomic, write_plots
 
     run_record = finished_record(run_dir)
     cfg = apply_overrides(run_record["condition"]["config"], overrides)
@@ -247,7 +247,7 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
     record.update(evaluated_from=str(run_dir.resolve()), best_checkpoint=str(checkpoint), data=run_record.get("data"),
                   training_info=run_record.get("training_info"),
                   evaluation={"from_predictions": from_predictions, "overrides": [o.input_line for o in overrides]})
-    try:
+    with written_however_it_ends(record, out_dir / "metrics.json"):
         if not from_predictions:
             collector, samples = predict_again(cfg, checkpoint, out_dir, record)
             tests, examples, n_examples = {d: collector.scores(d) for d in samples}, collector.examples, collector.n_examples
@@ -266,11 +266,6 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
         if cfg.evaluation.plots:
             write_plots(out_dir / "plots", predictions, record["validation"]["threshold"], record_sources(record), examples, n_examples)
         record["status"] = "success"
-    except BaseException as exc:
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        write_json_atomic(out_dir / "metrics.json", record)
     print_results(record)
     return record
 

@@ -20,6 +20,8 @@ import os
 import socket
 import sys
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict
@@ -84,6 +86,22 @@ class RunRecord(TypedDict, total=False):
     transfer_ratio: float | None
     transfer_ratio_note: str | None  # why transfer_ratio is null (source AUROC at or below chance, no targets)
     efficiency: dict  # hdmap_train.efficiency.run_efficiency: parameters, inference images/s, peak memory, memory bank
+
+
+@contextmanager
+def written_however_it_ends(record: RunRecord, path: Path) -> Iterator[RunRecord]:
+    """The block fills the record; however it ends, the record is written to `path` atomically, an exception's
+    type and message as its `error` unless the block set one (it then says "success" only if the block did).
+    """
+    from hdmap_train.outputs import write_json_atomic
+
+    try:
+        yield record
+    except BaseException as exc:
+        record["error"] = record.get("error") or f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        write_json_atomic(path, record)
 
 
 def new_record(cfg: DictConfig, run_dir: Path, sources: list[str], versions: dict[str, str]) -> RunRecord:

@@ -26,7 +26,7 @@ from hdmap_train.domains import (
     source_list,
 )
 from hdmap_train.errors import HdmapError
-from hdmap_train.run_dir import RunRecord, check_checkpoint, earlier_attempt, new_record
+from hdmap_train.run_dir import RunRecord, check_checkpoint, earlier_attempt, new_record, written_however_it_ends
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -81,65 +81,60 @@ def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
     The record is written with status "success" only after every step worked; any exception writes it
     with status "failed" and the error, then propagates.
     """
-    from hdmap_train.outputs import package_versions, write_json_atomic  # light: metadata and json only
+    from hdmap_train.outputs import package_versions  # light: package metadata
 
     record = new_record(cfg, run_dir, source_domains(cfg.domain.source), package_versions())
     engine = None
-    try:
-        check_config(cfg)
-        if cfg.ckpt_path:
-            last = run_dir / "checkpoints" / "last.ckpt"
-            check_checkpoint(Path(cfg.ckpt_path), "resume" if Path(cfg.ckpt_path) == last else "ckpt_path")
-        # The heavy imports (torch, Lightning, anomalib) happen here, once the config is known to be sound.
-        import lightning as L
+    with written_however_it_ends(record, run_dir / "metrics.json"):
+        try:
+            check_config(cfg)
+            if cfg.ckpt_path:
+                last = run_dir / "checkpoints" / "last.ckpt"
+                check_checkpoint(Path(cfg.ckpt_path), "resume" if Path(cfg.ckpt_path) == last else "ckpt_path")
+            # The heavy imports (torch, Lightning, anomalib) happen here, once the config is known to be sound.
+            import lightning as L
 
-        from hdmap_train.data.datamodule import build_datamodule
-        from hdmap_train.efficiency import PeakMemory, run_efficiency
-        from hdmap_train.engine import build_engine, predict_all, training_info
-        from hdmap_train.models import build_model
-        from hdmap_train.outputs import data_line
+            from hdmap_train.data.datamodule import build_datamodule
+            from hdmap_train.efficiency import PeakMemory, run_efficiency
+            from hdmap_train.engine import build_engine, predict_all, training_info
+            from hdmap_train.models import build_model
+            from hdmap_train.outputs import data_line
 
-        L.seed_everything(cfg.seed, workers=True)
-        memory = PeakMemory()  # peak GPU memory / RSS from here on (metrics.json efficiency)
-        datamodule = build_datamodule(cfg.data, cfg.domain, cfg.seed)  # data.root, or data.synthetic generated
-        datamodule.setup()
-        record["data"] = datamodule.summary()  # incl. the dataset's manifest reference (path, sha256, mapping)
-        log.info("%s", data_line(record["data"]))
-        model = build_model(cfg.model)
-        engine, checkpoint, history = build_engine(cfg, run_dir)
+            L.seed_everything(cfg.seed, workers=True)
+            memory = PeakMemory()  # peak GPU memory / RSS from here on (metrics.json efficiency)
+            datamodule = build_datamodule(cfg.data, cfg.domain, cfg.seed)  # data.root, or data.synthetic generated
+            datamodule.setup()
+            record["data"] = datamodule.summary()  # incl. the dataset's manifest reference (path, sha256, mapping)
+            log.info("%s", data_line(record["data"]))
+            model = build_model(cfg.model)
+            engine, checkpoint, history = build_engine(cfg, run_dir)
 
-        engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        record["training_info"] = training_info(cfg, engine, history)
-        best = checkpoint.best_model_path
-        if not best:
-            raise RuntimeError("Training saved no checkpoint (no completed epoch?); nothing to evaluate.")
-        record["best_checkpoint"] = best
-        info = record["training_info"]
-        log.info("Training %s after %d epoch(s), %.1f s; best checkpoint %s (%s %s)", info["completion_type"],
-                 info["last_trained_epoch"], info["fit_seconds"], best, cfg.model.monitor or "no monitor",
-                 "n/a" if info["best_monitor_value"] is None else f"{info['best_monitor_value']:.5g}")
+            engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            record["training_info"] = training_info(cfg, engine, history)
+            best = checkpoint.best_model_path
+            if not best:
+                raise RuntimeError("Training saved no checkpoint (no completed epoch?); nothing to evaluate.")
+            record["best_checkpoint"] = best
+            info = record["training_info"]
+            log.info("Training %s after %d epoch(s), %.1f s; best checkpoint %s (%s %s)", info["completion_type"],
+                     info["last_trained_epoch"], info["fit_seconds"], best, cfg.model.monitor or "no monitor",
+                     "n/a" if info["best_monitor_value"] is None else f"{info['best_monitor_value']:.5g}")
 
-        start = time.perf_counter()
-        reload = not checkpoint.holds_best(engine.trainer)  # else the same tensors: reloading would change nothing
-        if not reload:
-            log.info("Best checkpoint = the weights in memory (saved after the last training step): not reloaded")
-        collector = predict_all(engine, model, datamodule, best if reload else None)
-        record["training_info"]["test_seconds"] = round(time.perf_counter() - start, 3)
-        record["efficiency"] = run_efficiency(model, engine.trainer, memory)
-        report(cfg, run_dir, record, collector, {domain: ds.samples for domain, ds in datamodule.test_data.items()}, engine)
-        record["status"] = "success"
-    except (KeyboardInterrupt, SystemExit) as exc:  # Lightning turns Ctrl-C during fit into SystemExit(1)
-        if isinstance(exc, SystemExit) and not (engine is not None and engine.trainer.interrupted):
-            record["error"] = f"SystemExit: {exc}"
-            raise
-        interrupted = interruption_message(run_dir, engine)
-        record["error"] = interrupted
-        raise HdmapError(interrupted) from None
-    except BaseException as exc:
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        write_json_atomic(run_dir / "metrics.json", record)
+            start = time.perf_counter()
+            reload = not checkpoint.holds_best(engine.trainer)  # else the same tensors: reloading would change nothing
+            if not reload:
+                log.info("Best checkpoint = the weights in memory (saved after the last training step): not reloaded")
+            collector = predict_all(engine, model, datamodule, best if reload else None)
+            record["training_info"]["test_seconds"] = round(time.perf_counter() - start, 3)
+            record["efficiency"] = run_efficiency(model, engine.trainer, memory)
+            report(cfg, run_dir, record, collector, {domain: ds.samples for domain, ds in datamodule.test_data.items()}, engine)
+            record["status"] = "success"
+        except (KeyboardInterrupt, SystemExit) as exc:  # Lightning turns Ctrl-C during fit into SystemExit(1)
+            if isinstance(exc, SystemExit) and not (engine is not None and engine.trainer.interrupted):
+                raise
+            interrupted = interruption_message(run_dir, engine)
+            record["error"] = interrupted
+            raise HdmapError(interrupted) from None
     from hdmap_train.outputs import print_results
 
     print_results(record)
