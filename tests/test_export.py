@@ -77,6 +77,18 @@ def test_onnx_export_scores_like_the_checkpoint(tiny_run: Path, tmp_path: Path) 
     np.testing.assert_allclose(scores, expected, rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_openvino_export_scores_like_the_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
+    openvino = pytest.importorskip("openvino")  # not pinned (large): runs where it is installed
+
+    assert main([f"run={tiny_run}", "format=openvino", f"out={tmp_path}"]) == 0
+    info = json.loads((tmp_path / "export.json").read_text())
+    assert info["model_file"] == "model.xml" and "model.bin" in info["files"]
+    images, expected = run_test_images(tiny_run)
+    scores = openvino.Core().compile_model(str(tmp_path / "model.xml"), "CPU")(images)["pred_score"]
+    np.testing.assert_allclose(np.asarray(scores).reshape(-1), expected, rtol=1e-4)
+
+
 def fake_run(run_dir: Path, status: str = "success", channels: int = 3, checkpoint: bool = True) -> Path:
     """A run directory with a minimal metrics.json (and an empty best.ckpt): enough for the checks before loading."""
     (run_dir / "checkpoints").mkdir(parents=True)
