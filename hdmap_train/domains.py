@@ -91,7 +91,7 @@ def evaluated_results(record: dict) -> list[dict]:
 
 def _short_source(source) -> str:
     """Resolver: ${hdmap_source:${domain.source}} -> 'A' or 'A+B'."""
-    return SEPARATOR.join(name.removeprefix("domain_") for name in source_list(source))
+    return short_domain(source_label(source_domains(source)))
 
 
 def _other_domains(source) -> list[str]:

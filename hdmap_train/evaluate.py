@@ -125,18 +125,6 @@ def stored_validation(run_dir: Path):
     return Scores(frame["anomaly_score"].to_numpy(), frame["label"].to_numpy(), frame["image_path"].tolist())
 
 
-def run_threshold(run_record: RunRecord) -> tuple:
-    """(validation Scores, quantile) that make evaluate_domains apply exactly the run's own threshold: one score,
-    the threshold itself, of which every quantile is that threshold.
-    """
-    import numpy as np
-
-    from hdmap_train.evaluation import Scores
-
-    stored = run_record["validation"]
-    return Scores(np.array([float(stored["threshold"])]), np.array([0]), [""]), stored["threshold_quantile"]
-
-
 def predict_again(cfg: DictConfig, checkpoint: Path, out_dir: Path, record: RunRecord) -> tuple:
     """Predict validation and test sets of cfg's data with the checkpoint: (collector, {domain: test samples})."""
     import lightning as L
@@ -232,6 +220,7 @@ def check_request(run_dir: Path, run_record: RunRecord, cfg: DictConfig, keys: l
 
 def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predictions: bool = False) -> RunRecord:
     """Evaluate the run again (see the module docstring); returns the new record, written to <new dir>/metrics.json."""
+    from hdmap_train.evaluation import validation_threshold
     from hdmap_train.outputs import package_versions, print_results, write_csv_atomic, write_plots
 
     run_record = finished_record(run_dir)
@@ -256,10 +245,11 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
                 record["evaluation"]["notes"] = [note]
                 log.warning("%s", note)
         if "evaluation.threshold_quantile" in keys:
-            threshold_scores, quantile = validation, cfg.evaluation.threshold_quantile
-        else:
-            threshold_scores, quantile = run_threshold(run_record)
-        predictions = record_results(record, threshold_scores, tests, samples, quantile)
+            quantile = cfg.evaluation.threshold_quantile
+            threshold = validation_threshold(validation, quantile)
+        else:  # the run's own threshold, as it was
+            quantile, threshold = run_record["validation"]["threshold_quantile"], float(run_record["validation"]["threshold"])
+        predictions = record_results(record, threshold, quantile, tests, samples)
         write_csv_atomic(out_dir / "predictions.csv", predictions)
         if validation is not None:
             write_csv_atomic(out_dir / VALIDATION_SCORES, validation_table(validation))

@@ -134,16 +134,15 @@ def domain_metrics(domain: str, predictions: pd.DataFrame, threshold: float) -> 
 
 
 def evaluate_domains(
-    validation: Scores, tests: dict[str, Scores], test_samples: dict[str, pd.DataFrame], quantile: float,
-) -> tuple[float, pd.DataFrame, dict[str, dict]]:
-    """Validation threshold, predictions of every test image, and domain_metrics per domain (in test_samples order)."""
-    threshold = validation_threshold(validation, quantile)
+    threshold: float, tests: dict[str, Scores], test_samples: dict[str, pd.DataFrame],
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Predictions of every test image at `threshold`, and domain_metrics per domain (in test_samples order)."""
     predictions = pd.concat(
         [predictions_table(domain, tests[domain], samples, threshold) for domain, samples in test_samples.items()],
         ignore_index=True,
     )
     results = {domain: domain_metrics(domain, predictions[predictions["domain"] == domain], threshold) for domain in test_samples}
-    return threshold, predictions, results
+    return predictions, results
 
 
 def transfer_ratio(source_auroc: float | None, avg_target_auroc: float | None) -> float | None:

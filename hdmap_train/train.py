@@ -141,15 +141,16 @@ def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
     return record
 
 
-def record_results(record: RunRecord, validation, tests: dict, test_samples: dict, quantile: float):
-    """Threshold (`quantile` of the validation Scores), source/target results and domain-shift numbers into the
-    record; returns the predictions table (predictions.csv). test_samples: {domain: samples}, sources first.
+def record_results(record: RunRecord, threshold: float, quantile: float, tests: dict, test_samples: dict):
+    """The threshold (the `quantile` of validation scores it came from), source/target results and domain-shift
+    numbers into the record; returns the predictions table (predictions.csv). test_samples: {domain: samples},
+    sources first.
 
     Several source domains: source_results pools their test sets, source_domain_results holds each of them.
     """
     from hdmap_train.evaluation import domain_metrics, evaluate_domains, record_transfer_metrics
 
-    threshold, predictions, results = evaluate_domains(validation, tests, test_samples, quantile)
+    predictions, results = evaluate_domains(threshold, tests, test_samples)
     sources = record_sources(record)
     record["validation"] = {"threshold_quantile": quantile, "threshold": threshold}
     if len(sources) == 1:
@@ -175,12 +176,14 @@ def report(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_sa
     """Evaluate the collected scores into the record, then write predictions.csv, validation_scores.csv, plots/
     and TensorBoard.
     """
+    from hdmap_train.evaluation import validation_threshold
     from hdmap_train.outputs import log_to_tensorboard, run_hparams, write_csv_atomic, write_plots
 
     validation = collector.scores("validation")
     tests = {domain: collector.scores(domain) for domain in test_samples}
-    predictions = record_results(record, validation, tests, test_samples, cfg.evaluation.threshold_quantile)
-    threshold = record["validation"]["threshold"]
+    quantile = cfg.evaluation.threshold_quantile
+    threshold = validation_threshold(validation, quantile)
+    predictions = record_results(record, threshold, quantile, tests, test_samples)
 
     start = time.perf_counter()
     write_csv_atomic(run_dir / "predictions.csv", predictions)
