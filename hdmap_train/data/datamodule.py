@@ -46,7 +46,7 @@ from hdmap_train.data.layout import (
 )
 from hdmap_train.data.normalization import Normalizer, PixelStats, check_normalization, make_normalizer
 from hdmap_train.data.synthetic import SyntheticSpec, ensure_dataset
-from hdmap_train.domains import SEVERAL_SOURCES_NORMALIZATION, shared_normalization, source_domains, source_label
+from hdmap_train.domains import SEVERAL_SOURCES_NORMALIZATION, domain_problems, shared_normalization, source_domains, source_label
 from hdmap_train.errors import HdmapError
 
 log = logging.getLogger(__name__)
@@ -154,10 +154,9 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         if not 0.0 < val_fraction < 1.0:
             msg = f"data.val_fraction={val_fraction} must lie strictly between 0 and 1 (e.g. 0.1)."
             raise HdmapError(msg)
+        if problems := domain_problems(source, list(targets), known=None):  # the domains present are checked in setup
+            raise HdmapError(f"{problems[0]}.")
         sources = source_domains(source)
-        if overlap := [t for t in targets if domain_folder(t) in sources]:
-            msg = f"Target domains {list(targets)} include the source domain {overlap[0]}; remove it from domain.targets."
-            raise HdmapError(msg)
         if channels not in (1, 3):
             raise HdmapError(f"data.channels={channels} must be 3 (grey replicated, ImageNet backbones) or 1.")
         if resize not in RESIZE_METHODS:
