@@ -23,7 +23,7 @@ from rich.table import Table
 
 from hdmap_train.domains import SEPARATOR, evaluated_results
 from hdmap_train.evaluation import Example
-from hdmap_train.plots import example_grid_figure, histogram_figure, roc_figure, save_figure
+from hdmap_train.plots import example_grid_image, histogram_figure, roc_figure, save_picture
 
 if TYPE_CHECKING:  # Lightning is imported only once a run trains
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -181,12 +181,12 @@ def write_plots(
 ) -> dict[str, Path]:
     """roc.png, score_histograms.png and anomaly_maps_<domain>.png; returns {name: path}. sources: the source domains."""
     pictures = {
-        "roc": save_figure(roc_figure(predictions, threshold, sources), plots_dir / "roc.png"),
-        "score_histograms": save_figure(histogram_figure(predictions, threshold, sources), plots_dir / "score_histograms.png"),
+        "roc": save_picture(roc_figure(predictions, threshold, sources), plots_dir / "roc.png"),
+        "score_histograms": save_picture(histogram_figure(predictions, threshold, sources), plots_dir / "score_histograms.png"),
     }
     for domain, kept in examples.items():
-        figure = example_grid_figure(domain, kept, n_examples)
-        pictures[f"anomaly_maps_{domain}"] = save_figure(figure, plots_dir / f"anomaly_maps_{domain}.png")
+        grid = example_grid_image(domain, kept, n_examples)
+        pictures[f"anomaly_maps_{domain}"] = save_picture(grid, plots_dir / f"anomaly_maps_{domain}.png")
     return pictures
 
 

@@ -4,8 +4,10 @@ transfer matrices).
 matplotlib on an Agg canvas, no pyplot (no global state, no GUI).
 """
 
+from functools import lru_cache
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
@@ -15,7 +17,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from sklearn.metrics import auc, roc_curve
 
 from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example
@@ -31,15 +33,16 @@ def new_figure(width: float, height: float, layout: str | None = "constrained") 
     return figure
 
 
-def save_figure(figure: Figure, path: Path) -> Path:
-    """Draw the figure on its Agg canvas and write the pixels as an RGB PNG through PIL (parent folders created).
-
-    The same pixels as savefig at the figure's dpi; zlib level 1 is several times faster than savefig's 6 and
-    the files are a few per cent larger.
+def save_picture(picture: Figure | Image.Image, path: Path) -> Path:
+    """Write a figure (drawn on its Agg canvas: the same pixels as savefig at its dpi) or an image as an RGB PNG
+    through PIL, parent folders created. zlib level 1 is several times faster than savefig's 6; the files are a
+    few per cent larger.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.canvas.draw()
-    Image.fromarray(np.asarray(figure.canvas.buffer_rgba())[..., :3]).save(path, format="png", compress_level=1)
+    if isinstance(picture, Figure):
+        picture.canvas.draw()
+        picture = Image.fromarray(np.asarray(picture.canvas.buffer_rgba())[..., :3])
+    picture.save(path, format="png", compress_level=1)
     return path
 
 
@@ -198,51 +201,111 @@ def example_panels(example: Example, norm: Normalize) -> list[np.ndarray | None]
     return [grey, colours, overlay_pixels(image, anomaly_map, norm) if same else 0.5 * colours + 0.5 * grey]
 
 
-def example_grid_figure(domain: str, examples: dict[str, list[Example]], n_examples: int) -> Figure:
+PANEL_WIDTH = 160  # display pixels of one panel; its height follows the image's aspect ratio (clipped to 0.3-1.5)
+GAP, BLOCK_GAP, LABEL_ROWS = 10, 24, 18  # pixels between panels, between categories, below each row for its labels
+FONT_SIZES = {"title": 17, "header": 14, "label": 12}  # pixels: matplotlib's large / medium / small at 100 dpi
+MARGIN, PANELS_TOP = 10, 2 * FONT_SIZES["title"] + 3 * FONT_SIZES["header"] + 6  # where the panel area starts
+
+
+@lru_cache(maxsize=None)
+def font(kind: str) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (matplotlib's own font file, so the grids read like the other pictures) at FONT_SIZES[kind]."""
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), FONT_SIZES[kind])
+
+
+def to_bytes(pixels) -> np.ndarray:
+    """Colours in [0, 1] as 8-bit values."""
+    return np.round(np.clip(np.asarray(pixels, dtype=np.float64), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def panel_size(shape: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) in display pixels of a panel of an image of this (height, width)."""
+    return PANEL_WIDTH, round(PANEL_WIDTH * float(np.clip(shape[0] / shape[1], 0.3, 1.5)))
+
+
+def panel_corner(block: int, offset: int, rank: int, panel: tuple[int, int]) -> tuple[int, int]:
+    """Top-left pixel of panel `offset` (of PANELS) of category `block`, row `rank`, in the whole picture."""
+    x = MARGIN + block * (len(PANELS) * (panel[0] + GAP) - GAP + BLOCK_GAP) + offset * (panel[0] + GAP)
+    return x, PANELS_TOP + rank * (panel[1] + LABEL_ROWS)
+
+
+def to_panel(pixels: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """RGB pixels in [0, 1] as an image of the panel size: nearest-neighbour when enlarging (every map pixel stays a
+    sharp block), box-averaged when shrinking.
+    """
+    image = Image.fromarray(to_bytes(pixels), mode="RGB")
+    enlarging = size[0] >= image.width and size[1] >= image.height
+    return image.resize(size, Image.Resampling.NEAREST if enlarging else Image.Resampling.BOX)
+
+
+def grid_texts(examples: dict[str, list[Example]], n_examples: int, panel: tuple[int, int]) -> list[tuple[float, float, str, str]]:
+    """(x, y, text, font kind) of every label of an anomaly-map grid, each centred on x with its top at y: a
+    header over each column (the category over its middle column), the file name under each input, the score
+    under each map.
+    """
+    texts = []
+    for block, category in enumerate(EXAMPLE_CATEGORIES):
+        for offset, name in enumerate(PANELS):
+            x, y = panel_corner(block, offset, 0, panel)
+            if offset == 1:
+                texts.append((x + panel[0] / 2, y - 2.6 * FONT_SIZES["header"], category, "header"))
+            texts.append((x + panel[0] / 2, y - 1.4 * FONT_SIZES["header"], name, "header"))
+        for rank, example in enumerate(examples.get(category, [])[:n_examples]):
+            for offset, label in ((0, Path(example.path).name), (1, f"score {example.score:.4g}")):
+                x, y = panel_corner(block, offset, rank, panel)
+                texts.append((x + panel[0] / 2, y + panel[1] + 2, label, "label"))
+    return texts
+
+
+def colour_bar(norm: Normalize, height: int) -> Image.Image:
+    """The maps' colour scale as a vertical bar with pointed ends (colours saturate beyond it), ticks and a label."""
+    bar_width, point = 14, 10
+    image = Image.new("RGB", (bar_width + 56 + FONT_SIZES["label"] + 8, height + 2 * point), "white")
+    draw = ImageDraw.Draw(image)
+    image.paste(Image.fromarray(to_bytes(MAP_COLOURS(np.linspace(1.0, 0.0, height)[:, None].repeat(bar_width, 1))[..., :3])),
+                (0, point))
+    for y, tip, level in ((point, 0, 1.0), (point + height, 2 * point + height, 0.0)):
+        draw.polygon([(0, y), (bar_width - 1, y), (bar_width / 2, tip)], fill=tuple(to_bytes(MAP_COLOURS(level)[:3])))
+    for value in MaxNLocator(nbins=5).tick_values(norm.vmin, norm.vmax):
+        if norm.vmin <= value <= norm.vmax:
+            y = point + (1 - float(norm(value))) * (height - 1)
+            draw.line([(bar_width, y), (bar_width + 4, y)], fill="black")
+            draw.text((bar_width + 7, y), f"{value:.4g}", fill="black", font=font("label"), anchor="lm")
+    side = Image.new("RGB", (image.height, FONT_SIZES["label"] + 6), "white")
+    ImageDraw.Draw(side).text((side.width / 2, 0), f"anomaly map (p{MAP_PERCENTILES[0]:g}–p{MAP_PERCENTILES[1]:g} of the "
+                              "maps shown)", fill="black", font=font("label"), anchor="mt")
+    image.paste(side.rotate(90, expand=True), (image.width - side.height, 0))
+    return image
+
+
+def example_grid_image(domain: str, examples: dict[str, list[Example]], n_examples: int) -> Image.Image:
     """For each category of EXAMPLE_CATEGORIES, three columns input | anomaly map | overlay; rank 1..n_examples down,
     each input labelled with its file name, each map with the image score.
 
-    Every panel is composed into one RGBA array (transparent between the images) drawn by one imshow on one axes:
-    a few axes and one image are much cheaper to draw than an axes per column and an image per panel.
-    One colour scale (the colour bar) for every map of the figure, so maps compare across categories: the
-    1st to 99th percentile of their pixels (map_norm); beyond it colours saturate (the bar's pointed ends).
+    Composed directly with PIL: a mosaic of images and labels needs no plotting library (about ten times cheaper
+    than drawing it with matplotlib). One colour scale (the colour bar) for every map of the picture, so maps
+    compare across categories: the 1st to 99th percentile of their pixels (map_norm); beyond it colours saturate.
     """
     maps = [e.anomaly_map for kept in examples.values() for e in kept if e.anomaly_map is not None]
     norm = map_norm(maps)
     shapes = [e.image.shape for kept in examples.values() for e in kept] or [(1, 1)]
-    height, width = shapes[0]
-    gap, spacing = round(0.4 * height), round(0.06 * width)  # rows for the labels below each image; between columns
-    columns = len(EXAMPLE_CATEGORIES) * len(PANELS)
-    pixels = np.zeros((n_examples * (height + gap), columns * (width + spacing) - spacing, 4))
-    aspect = float(np.clip(height / width, 0.3, 1.5))
-    figure_height = (1.7 * aspect * 1.4) * n_examples + 1.0
-    figure = new_figure(1.7 * columns + 1.0, figure_height, layout=None)
-    bottom, top = 0.05 / figure_height, 1 - 0.9 / figure_height
-    grid = figure.add_axes((0.01, bottom, 0.91, top - bottom))
-    grid.set(xlim=(0, pixels.shape[1]), ylim=(pixels.shape[0], 0))
-    grid.axis("off")
+    panel = panel_size(shapes[0])
+    right, bottom = panel_corner(len(EXAMPLE_CATEGORIES) - 1, len(PANELS), n_examples, panel)
+    bar = colour_bar(norm, max(bottom - PANELS_TOP - 2 * LABEL_ROWS, 60)) if maps else None
+    image = Image.new("RGB", (right + MARGIN + (bar.width + 20 if bar else 0), bottom + 6), "white")
     for block, category in enumerate(EXAMPLE_CATEGORIES):
-        for offset, panel in enumerate(PANELS):
-            left = (block * len(PANELS) + offset) * (width + spacing)
-            grid.text(left + width / 2, -0.1 * height, f"{category if offset == 1 else ''}\n{panel}", ha="center",
-                      va="bottom", fontsize="medium")
         for rank, example in enumerate(examples.get(category, [])[:n_examples]):
-            top_row, left = rank * (height + gap), block * len(PANELS) * (width + spacing)
-            for offset, panel in enumerate(example_panels(example, norm)):
-                if panel is not None:
-                    x = left + offset * (width + spacing)
-                    pixels[top_row:top_row + height, x:x + width] = np.concatenate([panel, np.ones((height, width, 1))], 2)
-            below = top_row + height + 0.08 * gap
-            grid.text(left + width / 2, below, Path(example.path).name, ha="center", va="top", fontsize="small")
-            grid.text(left + 1.5 * width + spacing, below, f"score {example.score:.4g}", ha="center", va="top",
-                      fontsize="small")
-    grid.imshow(pixels, extent=(0, pixels.shape[1], pixels.shape[0], 0), aspect="auto")
-    if maps:
-        low, high = MAP_PERCENTILES
-        figure.colorbar(ScalarMappable(norm, MAP_COLOURS), cax=figure.add_axes((0.93, 0.15, 0.01, 0.65)), extend="both",
-                        label=f"anomaly map\n(p{low:g}–p{high:g} of the maps shown)")
-    figure.suptitle(f"{domain}: anomaly maps (colour scale shared by all maps of this figure)")
-    return figure
+            for offset, pixels in enumerate(example_panels(example, norm)):
+                if pixels is not None:
+                    image.paste(to_panel(pixels, panel), panel_corner(block, offset, rank, panel))
+    draw = ImageDraw.Draw(image)
+    for x, y, text, kind in grid_texts(examples, n_examples, panel):
+        draw.text((x, y), text, fill="black", font=font(kind), anchor="ma")
+    if bar is not None:
+        image.paste(bar, (right + 10, PANELS_TOP + LABEL_ROWS // 2))
+    draw.text((image.width / 2, FONT_SIZES["title"] // 2), f"{domain}: anomaly maps (colour scale shared by all maps of "
+              "this picture)", fill="black", font=font("title"), anchor="ma")
+    return image
 
 
 def text_colour(rgba: tuple[float, ...]) -> str:

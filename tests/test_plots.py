@@ -11,7 +11,22 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example, domain_metrics, transfer_metrics
 from hdmap_train.outputs import HPARAM_METRICS, log_to_tensorboard, metric_scalars, write_plots
-from hdmap_train.plots import MAP_COLOURS, example_grid_figure, histogram_figure, map_norm, roc_figure, score_scale
+from hdmap_train.plots import (
+    LABEL_ROWS,
+    MAP_COLOURS,
+    MARGIN,
+    PANEL_WIDTH,
+    PANELS_TOP,
+    example_grid_image,
+    grid_texts,
+    histogram_figure,
+    map_norm,
+    panel_corner,
+    panel_size,
+    roc_figure,
+    score_scale,
+    to_bytes,
+)
 
 DOMAINS = ["domain_A", "domain_B", "domain_C"]
 THRESHOLD = 0.8
@@ -99,31 +114,34 @@ def test_score_scale_decision() -> None:
     assert score_scale([wide, 100 + narrow], 0.5) == "quantile"  # not positive: no log axis
 
 
-def grid_parts(figure) -> tuple[list[str], list[str], np.ndarray]:
-    """Column titles, labels under the images, and the RGBA pixels of an anomaly-map grid."""
-    grid = figure.axes[0]
-    titles = [text.get_text() for text in grid.texts if text.get_va() == "bottom"]
-    labels = [text.get_text() for text in grid.texts if text.get_va() == "top"]
-    (image,) = grid.get_images()  # every panel composed into one array
-    return titles, labels, np.asarray(image.get_array())
+def panel_pixels(image, block: int, offset: int, rank: int, shape: tuple[int, int]) -> np.ndarray:
+    """The RGB bytes of one panel of an anomaly-map grid picture."""
+    (x, y), (width, height) = panel_corner(block, offset, rank, panel_size(shape)), panel_size(shape)
+    return np.asarray(image)[y:y + height, x:x + width]
 
 
 def test_example_grid_panels() -> None:
     kept = examples(4)
-    figure = example_grid_figure("domain_B", kept, n_examples=4)
-    assert len(figure.axes) == 2  # the grid and one colour bar
-    titles, labels, pixels = grid_parts(figure)
-    assert titles[:3] == ["\ninput", "highest-scoring faults\nanomaly map", "\noverlay"]
-    assert titles[4].startswith("lowest-scoring faults") and titles[7].startswith("highest-scoring normals")
-    assert labels[:4] == ["0.tiff", "score 0", "1.tiff", "score 1"]  # file name under the input, score under the map
-    height, width, gap, spacing = 16, 48, 6, 3
-    assert pixels.shape == (4 * (height + gap), 9 * (width + spacing) - spacing, 4)
-    assert (pixels[:height, :width, 3] == 1).all() and (pixels[height:height + gap, :, 3] == 0).all()  # clear gaps
+    image = example_grid_image("domain_B", kept, n_examples=4)
+    panel = panel_size((16, 48))
+    assert panel == (PANEL_WIDTH, round(PANEL_WIDTH / 3))
+    texts = [text for _, _, text, _ in grid_texts(kept, 4, panel)]
+    assert texts[:4] == ["input", "highest-scoring faults", "anomaly map", "overlay"]
+    assert texts[4:8] == ["0.tiff", "score 0", "1.tiff", "score 1"]  # file name under the input, score under the map
+    assert "lowest-scoring faults" in texts and "highest-scoring normals" in texts and len(texts) == 3 * (4 + 2 * 4)
     maps = [e.anomaly_map for category in kept.values() for e in category]
-    first = kept["highest-scoring faults"][0].anomaly_map
-    expected = MAP_COLOURS(map_norm(maps)(first))[..., :3]  # one colour scale for every map of the grid
-    np.testing.assert_allclose(pixels[:height, width + spacing:2 * width + spacing, :3], expected)
-    assert "p1–p99" in figure.axes[1].get_ylabel()
+    first = kept["highest-scoring faults"][0]
+    expected = to_bytes(MAP_COLOURS(map_norm(maps)(first.anomaly_map))[..., :3])  # one colour scale for every map
+    def enlarged(pixels: np.ndarray) -> np.ndarray:  # nearest-neighbour: every map pixel a sharp block
+        return np.asarray(Image.fromarray(pixels).resize(panel, Image.Resampling.NEAREST))
+
+    np.testing.assert_array_equal(panel_pixels(image, 0, 1, 0, (16, 48)), enlarged(expected))
+    grey = panel_pixels(image, 0, 0, 0, (16, 48))[..., 0].ravel().astype(float)
+    assert np.corrcoef(grey, enlarged(to_bytes(first.image)).ravel())[0, 1] > 0.99  # the input, in grey
+    between = np.asarray(image)[PANELS_TOP + panel[1] + LABEL_ROWS - 2, MARGIN:MARGIN + PANEL_WIDTH]
+    assert (between == 255).all()  # white between rows, below the labels
+    width = np.asarray(image).shape[1]
+    assert width > panel_corner(2, 3, 0, panel)[0] + 40  # room for the colour bar to the right of the panels
 
 
 def test_map_colour_scale_ignores_extreme_pixels() -> None:
@@ -137,19 +155,23 @@ def test_map_colour_scale_ignores_extreme_pixels() -> None:
 
 
 def test_example_grid_with_few_examples_or_no_maps() -> None:
-    figure = example_grid_figure("domain_C", examples(2, with_maps=False), n_examples=4)
-    assert len(figure.axes) == 1  # no colour bar without maps
-    _, labels, pixels = grid_parts(figure)
-    assert len(labels) == 2 * 2 * 3
-    opaque = pixels[..., 3] == 1
-    assert opaque[:, :48].sum() == 2 * 16 * 48 and not opaque[:, 51:150].any()  # two inputs, no map, no overlay
+    kept = examples(2, with_maps=False)
+    image = example_grid_image("domain_C", kept, n_examples=4)
+    with_maps = example_grid_image("domain_C", examples(2), n_examples=4)
+    assert image.width < with_maps.width  # no colour bar without maps
+    assert len(grid_texts(kept, 4, panel_size((16, 48)))) == 3 * 4 + 2 * 2 * 3
+    assert (panel_pixels(image, 0, 0, 1, (16, 48)) != 255).any()  # the second input is drawn
+    assert (panel_pixels(image, 0, 1, 0, (16, 48)) == 255).all() and (panel_pixels(image, 0, 0, 2, (16, 48)) == 255).all()
+    # no map, no overlay; no third example
 
 
 def test_example_grid_stretches_a_map_of_another_size() -> None:
     kept = {category: [Example(1.0, 1, "/x/0.tiff", np.zeros((16, 48)), np.arange(8 * 24.0).reshape(8, 24))]
             for category in EXAMPLE_CATEGORIES}
-    _, _, pixels = grid_parts(example_grid_figure("domain_D", kept, n_examples=1))
-    assert (pixels[:16, 51:99, 3] == 1).all() and (pixels[:16, 102:150, 3] == 1).all()  # map and overlay fill the image
+    image = example_grid_image("domain_D", kept, n_examples=1)
+    for offset in (1, 2):  # map and overlay fill the panel: the map's highest values reach its right edge
+        pixels = panel_pixels(image, 0, offset, 0, (16, 48))
+        assert (pixels != 255).any(axis=2).all() and pixels[-1, -1].sum() > pixels[0, 0].sum()
 
 
 def test_write_plots_writes_valid_pngs(tmp_path: Path) -> None:

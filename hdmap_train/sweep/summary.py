@@ -21,7 +21,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from hdmap_train.plots import save_figure
+from hdmap_train.plots import save_picture
 from hdmap_train.sweep.collect import collect
 from hdmap_train.sweep.figures import summary_figure, transfer_figure
 from hdmap_train.sweep.long_table import long_table
@@ -46,9 +46,9 @@ def write_summary(sweep_dir: Path) -> pd.DataFrame:
     long.to_csv(sweep_dir / "results_long.csv", index=False)
     (sweep_dir / "summary.md").write_text(summary_markdown(sweep, stats, sweep_dir))
     (sweep_dir / "summary.tex").write_text(paper_latex(stats))
-    save_figure(summary_figure(sweep.table), sweep_dir / "summary.png")
+    save_picture(summary_figure(sweep.table), sweep_dir / "summary.png")
     if (transfer := transfer_figure(long)) is not None:
-        save_figure(transfer, sweep_dir / "transfer_matrix.png")
+        save_picture(transfer, sweep_dir / "transfer_matrix.png")
     return sweep.table
 
 
