@@ -8,7 +8,9 @@ import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tensorboard_masked_crc32c
 
+from hdmap_train.engine import checksum_tensorboard_records_in_c, masked_crc32c
 from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example, domain_metrics, transfer_metrics
 from hdmap_train.outputs import HPARAM_METRICS, log_to_tensorboard, metric_scalars, write_plots
 from hdmap_train.plots import (
@@ -192,6 +194,7 @@ def test_tensorboard_gets_domain_scalars_pictures_and_hparams(tmp_path: Path) ->
     frame = predictions()
     record = record_for(frame)
     pictures = write_plots(tmp_path / "plots", frame, THRESHOLD, ["domain_A"], {"domain_A": examples(2)}, n_examples=2)
+    checksum_tensorboard_records_in_c()  # as a run does: the reader below checks every record's checksum
     logger = TensorBoardLogger(str(tmp_path), name="tensorboard", version="", default_hp_metric=False)
     hparams = {"name": "draem_A", "seed": 42, "model": {"name": "draem", "image_size": [32, 96]}}
     log_to_tensorboard(logger, record, pictures, hparams, step=7)
@@ -213,6 +216,7 @@ def test_tensorboard_gets_domain_scalars_pictures_and_hparams(tmp_path: Path) ->
         assert (picture.width, picture.height) == image.size
     hparams_content = events.PluginTagToContent("hparams")
     assert b"hp_metric" in hparams_content["_hparams_/experiment"]
+
     assert b"model/image_size" in hparams_content["_hparams_/session_start_info"]
     assert b"data/manifest_sha256" in hparams_content["_hparams_/session_start_info"]
     assert all(tag.encode() in hparams_content["_hparams_/experiment"] for tag in HPARAM_METRICS.values())
@@ -229,3 +233,9 @@ def test_histogram_of_nearly_constant_float32_scores() -> None:
     frame = predictions()
     frame["anomaly_score"] = np.where(frame.index % 3 == 0, np.float32(0.99999994), np.float32(1.0))
     assert len(histogram_figure(frame, 1.0, ["domain_A"]).axes) == 3
+
+
+def test_tensorboard_record_checksums_from_c_equal_tensorboards_own() -> None:
+    rng = np.random.default_rng(0)
+    for data in (b"", b"a", rng.bytes(12), rng.bytes(4099), np.arange(1000, dtype=np.uint8).tobytes()):
+        assert masked_crc32c(data) == tensorboard_masked_crc32c(data)
