@@ -1,10 +1,10 @@
 """metrics.json `efficiency` (parameters, inference rate, peak memory, memory bank) and the trainer=gpu path on CPU."""
 
 import json
+import mmap
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -42,9 +42,9 @@ def test_stored_features_of_a_memory_bank_and_a_gaussian() -> None:
 def test_peak_rss_starts_at_the_job() -> None:
     memory = PeakMemory()
     before = memory.read(torch.device("cpu"))
-    block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB touched
-    after = memory.read(torch.device("cpu"))
-    del block
+    with mmap.mmap(-1, 64 << 20) as block:  # 64 MiB of fresh pages (malloc could reuse resident freed memory)
+        block.write(b"x" * (64 << 20))  # touched: resident
+        after = memory.read(torch.device("cpu"))
     assert before["peak_memory_source"] == "max_rss_since_job_start"  # Linux: /proc/self/clear_refs resets the peak
     assert after["peak_memory_bytes"] - before["peak_memory_bytes"] >= 60 << 20 and after["peak_rss_bytes"] == after["peak_memory_bytes"]
     assert PeakMemory().read(torch.device("cpu"))["peak_memory_bytes"] < after["peak_memory_bytes"]  # a new job starts low
