@@ -71,7 +71,7 @@ def masked_crc32c(data: bytes) -> int:
 
 def checksum_tensorboard_records_in_c() -> None:
     """TensorBoard's event writer checksums every record with a pure-Python CRC-32C (about 0.2 s per MB: a run's
-    pictures cost it 0.25 s); give it the same checksum from C.
+    pictures cost it 0.3 s); give it the same checksum from C.
     """
     record_writer.masked_crc32c = masked_crc32c
 

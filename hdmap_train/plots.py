@@ -1,7 +1,8 @@
 """Every picture: of one run (ROC curves, score histograms, anomaly-map grids) and of a sweep (AUROC heatmaps,
 transfer matrices).
 
-matplotlib on an Agg canvas, no pyplot (no global state, no GUI).
+Charts are matplotlib figures on an Agg canvas, no pyplot (no global state, no GUI); the anomaly-map grids are
+image mosaics composed with PIL (example_grid_image). save_picture writes either as a PNG.
 """
 
 from functools import lru_cache
