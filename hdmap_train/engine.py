@@ -2,18 +2,17 @@
 
 from pathlib import Path
 
-import google_crc32c
 import lightning as L
 from anomalib.callbacks import ModelCheckpoint
 from anomalib.engine import Engine
 from anomalib.loggers import AnomalibTensorBoardLogger
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from omegaconf import DictConfig, OmegaConf
-from tensorboard.summary.writer import record_writer
 
 from hdmap_train.callbacks import PredictionCollector, TrainingHistory
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
 from hdmap_train.efficiency import StepTimer
+from hdmap_train.outputs import checksum_tensorboard_records_in_c
 
 
 class RunEngine(Engine):
@@ -61,19 +60,6 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[RunCheckpoint, list
     if monitor is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.model.early_stopping_patience))
     return checkpoint, callbacks
-
-
-def masked_crc32c(data: bytes) -> int:
-    """The masked CRC-32C of a TensorBoard event record (TFRecord framing), computed in C by google-crc32c."""
-    crc = google_crc32c.value(bytes(data))
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def checksum_tensorboard_records_in_c() -> None:
-    """TensorBoard's event writer checksums every record with a pure-Python CRC-32C (about 0.2 s per MB: a run's
-    pictures cost it 0.3 s); give it the same checksum from C.
-    """
-    record_writer.masked_crc32c = masked_crc32c
 
 
 def build_engine(cfg: DictConfig, run_dir: Path) -> tuple[RunEngine, RunCheckpoint, TrainingHistory]:

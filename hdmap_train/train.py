@@ -7,6 +7,7 @@ Lightning and anomalib are imported; `run` imports them once a run really starts
 import logging
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import hydra
@@ -14,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from hdmap_train.background_pictures import jobs_run_here
 from hdmap_train.devices import job_devices
 from hdmap_train.domains import (
     HDMAP_DOMAINS,
@@ -74,17 +76,19 @@ def dataset_domains(data: DictConfig) -> list[str] | None:
     return sorted(path.name for path in root.iterdir() if path.is_dir() and path.name.startswith("domain_"))
 
 
-def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
+def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) -> RunRecord:
     """Train on cfg.domain.source (one domain, or the union of a list), evaluate on each source and each target,
     write run_dir/metrics.json.
 
     The record is written with status "success" only after every step worked; any exception writes it
-    with status "failed" and the error, then propagates.
+    with status "failed" and the error, then propagates. pictures_in_background: a helper process draws the
+    pictures and the record is written with "success" once they are done (hdmap_train.background_pictures).
     """
+    from hdmap_train.background_pictures import PICTURES_PENDING, start_helper, write_when_drawn
     from hdmap_train.outputs import package_versions  # light: package metadata
 
     record = new_record(cfg, run_dir, source_domains(cfg.domain.source), package_versions())
-    engine = None
+    engine = pictures = None
     with written_however_it_ends(record, run_dir / "metrics.json"):
         try:
             check_config(cfg)
@@ -100,6 +104,8 @@ def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
             from hdmap_train.models import build_model
             from hdmap_train.outputs import data_line
 
+            if pictures_in_background:
+                start_helper()  # its imports overlap training
             L.seed_everything(cfg.seed, workers=True)
             memory = PeakMemory()  # peak GPU memory / RSS from here on (metrics.json efficiency)
             datamodule = build_datamodule(cfg.data, cfg.domain, cfg.seed)  # data.root, or data.synthetic generated
@@ -127,14 +133,21 @@ def run(cfg: DictConfig, run_dir: Path) -> RunRecord:
             collector = predict_all(engine, model, datamodule, best if reload else None)
             record["training_info"]["test_seconds"] = round(time.perf_counter() - start, 3)
             record["efficiency"] = run_efficiency(model, engine.trainer, memory)
-            report(cfg, run_dir, record, collector, {domain: ds.samples for domain, ds in datamodule.test_data.items()}, engine)
-            record["status"] = "success"
+            test_samples = {domain: ds.samples for domain, ds in datamodule.test_data.items()}
+            pictures = report(cfg, run_dir, record, collector, test_samples, engine, pictures_in_background)
+            if pictures is None:
+                record["status"] = "success"
+            else:
+                record["error"] = PICTURES_PENDING  # until they are drawn
         except (KeyboardInterrupt, SystemExit) as exc:  # Lightning turns Ctrl-C during fit into SystemExit(1)
             if isinstance(exc, SystemExit) and not (engine is not None and engine.trainer.interrupted):
                 raise
             interrupted = interruption_message(run_dir, engine)
             record["error"] = interrupted
             raise HdmapError(interrupted) from None
+    if pictures is not None:
+        record["status"], record["error"] = "success", None
+        write_when_drawn(pictures, record, run_dir / "metrics.json")
     from hdmap_train.outputs import print_results
 
     print_results(record)
@@ -172,12 +185,15 @@ def validation_table(validation):
     return pd.DataFrame({"image_path": validation.paths, "label": validation.labels, "anomaly_score": validation.scores})
 
 
-def report(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_samples: dict, engine) -> None:
-    """Evaluate the collected scores into the record, then write predictions.csv, validation_scores.csv, plots/
-    and TensorBoard.
+def report(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_samples: dict, engine,
+           pictures_in_background: bool = False) -> Future | None:
+    """Evaluate the collected scores into the record, then write predictions.csv, validation_scores.csv, TensorBoard
+    and the pictures (plots/ and their TensorBoard images); returns the Future of the pictures when a helper
+    process draws them (pictures_in_background), else None.
     """
+    from hdmap_train.background_pictures import draw
     from hdmap_train.evaluation import validation_threshold
-    from hdmap_train.outputs import log_to_tensorboard, run_hparams, write_csv_atomic, write_plots
+    from hdmap_train.outputs import log_to_tensorboard, run_hparams, write_csv_atomic, write_pictures
 
     validation = collector.scores("validation")
     tests = {domain: collector.scores(domain) for domain in test_samples}
@@ -188,12 +204,18 @@ def report(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_sa
     start = time.perf_counter()
     write_csv_atomic(run_dir / "predictions.csv", predictions)
     write_csv_atomic(run_dir / VALIDATION_SCORES, validation_table(validation))
-    pictures = {}
+    logger, step = engine.trainer.logger, engine.trainer.global_step
+    log_to_tensorboard(logger, record, run_hparams(cfg), step)
+    pending = None
     if cfg.evaluation.plots:
-        pictures = write_plots(run_dir / "plots", predictions, threshold, record_sources(record), collector.examples,
-                               collector.n_examples)
-    log_to_tensorboard(engine.trainer.logger, record, pictures, run_hparams(cfg), engine.trainer.global_step)
-    record["training_info"]["report_seconds"] = round(time.perf_counter() - start, 3)
+        pictures = (run_dir / "plots", Path(logger.log_dir), step, predictions, threshold, record_sources(record),
+                    collector.examples, collector.n_examples)
+        if pictures_in_background:
+            pending = draw(*pictures)
+        else:
+            write_pictures(*pictures)
+    record["training_info"]["report_seconds"] = round(time.perf_counter() - start, 3)  # without background pictures
+    return pending
 
 
 def interruption_message(run_dir: Path, engine) -> str:
@@ -246,7 +268,7 @@ def main(cfg: DictConfig) -> float | None:
                 with open_dict(cfg):
                     cfg.ckpt_path = resume_from
             with job_devices(hydra_cfg, cfg.gpus_per_job, cfg.jobs_per_gpu):
-                record = run(cfg, run_dir)
+                record = run(cfg, run_dir, pictures_in_background=cfg.evaluation.plots and jobs_run_here(hydra_cfg))
         return metric_value(record, cfg.optimized_metric) if hydra_cfg.mode == RunMode.MULTIRUN else None
     except HdmapError as exc:
         log.error("%s", exc)

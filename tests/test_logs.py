@@ -12,6 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
+from hdmap_train.background_pictures import PICTURES_PENDING
 from hdmap_train.data.synthetic import SyntheticSpec, generate
 from hdmap_train.outputs import HPARAM_METRICS
 from hdmap_train.sweep.progress import JobProgress
@@ -53,7 +54,7 @@ def test_run_logs_config_data_epochs_and_results_into_one_tensorboard_run(tmp_pa
 def test_sweep_prints_one_line_per_job_as_it_finishes(tmp_path: Path, tiny_dataset: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli(["--multirun", f"hydra.sweep.dir={sweep}", *TINY, f"data.root={tiny_dataset}", "model.max_epochs=1",
-                      "domain=A,B"], cwd=tmp_path)
+                      "domain=A,B", "+hydra.callbacks.job_progress.interval_s=0.2"], cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("[sweep] job ")]
@@ -64,8 +65,10 @@ def test_sweep_prints_one_line_per_job_as_it_finishes(tmp_path: Path, tiny_datas
         job = Path(line.rsplit(" | ", 1)[1])
         assert "| success | fit " in line and job.parent == sweep and job.name.startswith(f"domain={source},")
         assert json.loads((job / "metrics.json").read_text())["source_domain"] == f"domain_{source}"
-    # reported while the second job ran (the launcher returns only at the end), not after it
-    assert result.stdout.index(lines[0]) < result.stdout.rindex("Epoch 1/1")
+    # reported while the second job ran (the launcher returns only at the end; a helper draws job 1's pictures
+    # meanwhile and job 1 finishes with them), not after it
+    second = Path(lines[1].rsplit(" | ", 1)[1])
+    assert result.stdout.index(lines[0]) < result.stdout.index(f"results: {second}/")
 
 
 def test_job_progress_reports_new_and_rewritten_records_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -78,9 +81,12 @@ def test_job_progress_reports_new_and_rewritten_records_only(tmp_path: Path, cap
     record = json.loads((failed / "metrics.json").read_text())
     started = (datetime.now() - timedelta(minutes=2)).isoformat(timespec="seconds")
     (failed / "metrics.json").write_text(json.dumps({**record, "experiment_path": str(failed), "timestamp": started}))
+    drawing = write_job(tmp_path, "draem", "C", None, error=PICTURES_PENDING)  # not finished: no line yet
+    progress._report()
     progress.on_multirun_end(config)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"[sweep] 1 job(s) of {tmp_path} have a metrics.json already; finished ones are not trained again"
+    assert str(drawing) not in "\n".join(out)
     assert len(out) == 2 and out[1].startswith("[sweep] job 1 finished after 0:02:0")
     assert out[1].endswith(f": draem | source domain_B AUROC n/a | avg target AUROC n/a | transfer ratio n/a"
                            f" | failed (RuntimeError: boom) | {failed}") and str(done) not in out[1]

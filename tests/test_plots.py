@@ -10,9 +10,16 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tensorboard_masked_crc32c
 
-from hdmap_train.engine import checksum_tensorboard_records_in_c, masked_crc32c
 from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example, domain_metrics, transfer_metrics
-from hdmap_train.outputs import HPARAM_METRICS, log_to_tensorboard, metric_scalars, write_plots
+from hdmap_train.outputs import (
+    HPARAM_METRICS,
+    checksum_tensorboard_records_in_c,
+    log_to_tensorboard,
+    masked_crc32c,
+    metric_scalars,
+    write_pictures,
+    write_plots,
+)
 from hdmap_train.plots import (
     LABEL_ROWS,
     MAP_COLOURS,
@@ -193,11 +200,13 @@ def test_write_plots_writes_valid_pngs(tmp_path: Path) -> None:
 def test_tensorboard_gets_domain_scalars_pictures_and_hparams(tmp_path: Path) -> None:
     frame = predictions()
     record = record_for(frame)
-    pictures = write_plots(tmp_path / "plots", frame, THRESHOLD, ["domain_A"], {"domain_A": examples(2)}, n_examples=2)
     checksum_tensorboard_records_in_c()  # as a run does: the reader below checks every record's checksum
     logger = TensorBoardLogger(str(tmp_path), name="tensorboard", version="", default_hp_metric=False)
     hparams = {"name": "draem_A", "seed": 42, "model": {"name": "draem", "image_size": [32, 96]}}
-    log_to_tensorboard(logger, record, pictures, hparams, step=7)
+    log_to_tensorboard(logger, record, hparams, step=7)
+    pictures = write_pictures(tmp_path / "plots", tmp_path / "tensorboard", 7, frame, THRESHOLD, ["domain_A"],
+                              {"domain_A": examples(2)}, n_examples=2)
+    assert len(list((tmp_path / "tensorboard").glob("*.pictures"))) == 1  # the pictures' own event file
 
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
@@ -213,7 +222,8 @@ def test_tensorboard_gets_domain_scalars_pictures_and_hparams(tmp_path: Path) ->
     assert {f"plots/{name}" for name in pictures} == set(events.Tags()["images"])
     picture = events.Images("plots/roc")[0]
     with Image.open(pictures["roc"]) as image:
-        assert (picture.width, picture.height) == image.size
+        assert (picture.width, picture.height, picture.step) == (*image.size, 7)
+    assert picture.encoded_image_string == pictures["roc"].read_bytes()
     hparams_content = events.PluginTagToContent("hparams")
     assert b"hp_metric" in hparams_content["_hparams_/experiment"]
 

@@ -11,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
 from hdmap_train import train
+from hdmap_train.background_pictures import wait_for_pictures
 from hdmap_train.errors import HdmapError
 from hdmap_train.run_dir import earlier_attempt
 from hdmap_train.weights import write_random_weights
@@ -133,7 +134,9 @@ def test_killed_job_resumes_from_last_checkpoint_then_is_skipped(tmp_path: Path,
     (tmp_path / "metrics.json").unlink()
 
     value = train.main(sweep_job_cfg([*base, "model.max_epochs=2"], tmp_path))
+    wait_for_pictures()  # a sweep job of Hydra's basic launcher: a helper process draws its pictures (as SweepSummary waits)
     record = json.loads((tmp_path / "metrics.json").read_text())
+    assert (tmp_path / "plots" / "roc.png").is_file()
     assert record["status"] == "success" and record["condition"]["config"]["ckpt_path"] == str(tmp_path / "checkpoints" / "last.ckpt")
     assert record["training_info"]["last_trained_epoch"] == 2
     assert len(record["training_info"]["train_loss_per_epoch"]) == 2  # the first attempt's epoch is kept

@@ -2,7 +2,8 @@
 
 Hydra's joblib and submitit launchers return only once every job has ended, so JobProgress (a Hydra callback)
 watches the sweep directory from a thread, started in on_multirun_start and stopped in on_multirun_end, and
-prints a line when a job's metrics.json appears or is rewritten (a failed job run again):
+prints a line when a job's metrics.json appears or is rewritten (a failed job run again), unless it still
+waits for its pictures (background_pictures):
 
     [sweep] job 1 finished after 0:00:41: draem | source domain_A AUROC 0.6089 | avg target AUROC 0.6137 | ...
 """
@@ -16,6 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from hdmap_train.background_pictures import PICTURES_PENDING, wait_for_pictures
 from hdmap_train.outputs import summary_line
 
 
@@ -57,6 +59,7 @@ class JobProgress(Callback):
             self._stop.set()
             self._thread.join()
             self._thread = None
+        wait_for_pictures()  # the jobs whose pictures a helper process still draws
         self._report()  # jobs that ended since the last look
 
     def _watch(self) -> None:
@@ -76,11 +79,19 @@ class JobProgress(Callback):
 
     def _report(self) -> None:
         for path, mtime in sorted(self._records().items(), key=lambda item: item[1]):
-            if self._seen.get(path) == mtime:
+            if self._seen.get(path) == mtime or pictures_pending(path):
                 continue
             self._seen[path] = mtime
             self.finished += 1
             print(f"[sweep] job {self.finished} finished{job_line(path, mtime)}", flush=True)
+
+
+def pictures_pending(path: Path) -> bool:
+    """Whether a job's metrics.json waits for its pictures (background_pictures): the job has not finished yet."""
+    try:
+        return json.loads(path.read_text()).get("error") == PICTURES_PENDING
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def job_line(path: Path, mtime_ns: int) -> str:

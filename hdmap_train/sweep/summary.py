@@ -21,6 +21,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from hdmap_train.background_pictures import wait_for_pictures
 from hdmap_train.plots import save_picture
 from hdmap_train.sweep.collect import collect
 from hdmap_train.sweep.figures import summary_figure, transfer_figure
@@ -53,7 +54,8 @@ def write_summary(sweep_dir: Path) -> pd.DataFrame:
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun, in the launching process: write the sweep summary, exit 1 if a job failed.
+    """At the end of a multirun, in the launching process: once every job's pictures are drawn, write the sweep
+    summary, exit 1 if a job failed.
 
     Hydra turns exceptions raised in callbacks into warnings, so a failed sweep ends with SystemExit(1).
     """
@@ -61,6 +63,7 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         del kwargs
         sweep_dir = Path(config.hydra.sweep.dir)
+        wait_for_pictures()  # the jobs whose pictures a helper process still draws
         try:
             table = write_summary(sweep_dir)
         except Exception:  # Hydra would only warn: a sweep without its summary must not look successful
