@@ -50,30 +50,32 @@ def _ignore_ctrl_c() -> None:
 
 def start_helper() -> None:
     """Start the helper process (if not yet running) and let it import what it draws with, while the job trains."""
-    _helper_pool().submit(_import_outputs)
+    _submit(_import_outputs)
 
 
 def _import_outputs() -> None:
     import hdmap_train.outputs  # noqa: F401 - matplotlib, PIL, pandas, sklearn: seconds, once per helper
 
 
-def _helper_pool() -> ProcessPoolExecutor:
-    global _helper
-    if _helper is None:
-        _helper = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_ctrl_c)
-    return _helper
-
-
 def draw(*pictures) -> Future:
-    """outputs.write_pictures(*pictures) in the helper process (started again if it died)."""
+    """outputs.write_pictures(*pictures) in the helper process."""
     from hdmap_train.outputs import write_pictures  # matplotlib, PIL: not for --help or a config error
 
+    return _submit(write_pictures, *pictures)
+
+
+def _submit(function, *args) -> Future:
+    """function(*args) in the helper process, started on first use and again if it died (killed, out of memory:
+    the jobs whose pictures it was drawing get that error).
+    """
     global _helper
-    try:
-        return _helper_pool().submit(write_pictures, *pictures)
-    except BrokenProcessPool:  # the helper died (killed, out of memory): its pictures' records say so; a new one
-        _helper = None
-        return _helper_pool().submit(write_pictures, *pictures)
+    if _helper is not None:
+        try:
+            return _helper.submit(function, *args)
+        except BrokenProcessPool:
+            pass
+    _helper = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_ctrl_c)
+    return _helper.submit(function, *args)
 
 
 def write_when_drawn(pictures: Future, record: dict, path: Path) -> None:

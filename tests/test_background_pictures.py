@@ -1,5 +1,6 @@
 """A sequential sweep's pictures drawn by a helper process (hdmap_train.background_pictures): which sweeps use it,
-the pictures and TensorBoard images it writes, the record it writes then, a picture error, and the backlog bound."""
+the pictures and TensorBoard images it writes, the record it writes then, a picture error, the backlog bound, and a
+helper that died."""
 
 import json
 import threading
@@ -86,3 +87,16 @@ def test_a_job_waits_once_more_than_max_pending_jobs_wait_for_their_pictures(tmp
         future.set_result(None)
     wait_for_pictures()
     assert len(list(tmp_path.glob("*.json"))) == MAX_PENDING + 1 and not background_pictures._pending
+
+
+def test_a_new_helper_replaces_one_that_died(tmp_path: Path) -> None:
+    background_pictures.start_helper()
+    (process,) = background_pictures._helper._processes.values()
+    process.kill()  # as the out-of-memory killer would
+    process.join()
+    records = [{"status": "success", "error": None} for _ in range(2)]
+    for index, record in enumerate(records):  # the first may go to the dead helper before it is seen dead
+        write_when_drawn(draw(*pictures(tmp_path / str(index))), record, tmp_path / f"{index}.json")
+        wait_for_pictures()
+    assert records[0]["status"] == "success" or records[0]["error"].startswith("Pictures not written: BrokenProcessPool")
+    assert json.loads((tmp_path / "1.json").read_text())["status"] == "success" and (tmp_path / "1" / "plots" / "roc.png").is_file()
