@@ -79,8 +79,8 @@ def _submit(function, *args) -> Future:
 
 
 def write_when_drawn(pictures: Future, record: dict, path: Path) -> None:
-    """Write the record of a run that succeeded but for its pictures (its metrics.json says PICTURES_PENDING) to
-    `path` once they are drawn: with "success", or "failed" and the pictures' error.
+    """Write `record`, a successful run's (its metrics.json on disk says PICTURES_PENDING), to `path` once its
+    pictures are drawn: as it is, or "failed" with the pictures' error.
     """
     from hdmap_train.outputs import write_json_atomic
 
@@ -88,9 +88,7 @@ def write_when_drawn(pictures: Future, record: dict, path: Path) -> None:
 
     def finish(drawn: Future) -> None:
         try:
-            if (error := drawn.exception()) is None:
-                record["status"], record["error"] = "success", None
-            else:
+            if (error := drawn.exception()) is not None:
                 record["status"], record["error"] = "failed", f"Pictures not written: {type(error).__name__}: {error}"
                 log.error("%s: %s", path.parent, record["error"])
             write_json_atomic(path, record)

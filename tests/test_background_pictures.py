@@ -75,7 +75,7 @@ def test_a_picture_error_fails_the_record(tmp_path: Path, caplog: pytest.LogCapt
 def test_a_job_waits_once_more_than_max_pending_jobs_wait_for_their_pictures(tmp_path: Path) -> None:
     drawing = [Future() for _ in range(MAX_PENDING + 1)]
     for index, future in enumerate(drawing[:MAX_PENDING]):
-        write_when_drawn(future, {"status": "success", "job": index}, tmp_path / f"{index}.json")  # returns at once
+        write_when_drawn(future, {"status": "success", "error": None, "job": index}, tmp_path / f"{index}.json")  # returns at once
     one_more = threading.Thread(target=write_when_drawn, args=(drawing[-1], {"status": "success"}, tmp_path / "last.json"))
     one_more.start()
     time.sleep(0.3)
