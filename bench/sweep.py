@@ -7,10 +7,11 @@ offline Hugging Face cache, coreset ratio 0.1), 32x96 inputs, batch 8, on the bu
 dataset written as 8-bit grey PNGs (each domain scaled by its largest pixel value, over all its
 images, to 0-255), so that both tools read identical pixels (/255). Each sweep is a fresh process
 restricted to --cores cores. Per run: wall seconds of the whole grid, jobs, mean fit seconds per job
-and the mean source-domain image AUROC of each model. Prints last the wall-time ratios hdmap_train /
-anomalib benchmark: the same work (source domain only) and the full work (every domain).
+and the mean source-domain image AUROC of each model; with --repeats N every sweep runs N times, one after
+another in turn, and wall_s is the median. Prints last the wall-time ratios hdmap_train / anomalib
+benchmark: the same work (source domain only) and the full work (every domain).
 
-    .venv/bin/python bench/sweep.py [--cores 2] [--n-train 24] [--no-anomalib] [--no-parallel]
+    .venv/bin/python bench/sweep.py [--cores 2] [--n-train 24] [--no-anomalib] [--no-parallel] [--repeats 1]
 
 `anomalib benchmark` builds its models from bench/anomalib_models.py, run as anomalib's CLI with
 TinyDraem and TinyPatchcore added (its config has no trainer section, cannot replace a model's
@@ -35,6 +36,7 @@ One epoch of tiny DRAEM stays near chance in both tools; PatchCore's AUROC is th
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,9 +110,8 @@ def timed(command: list[str], cwd: Path) -> float:
 
 
 def row(run: str, seconds: float, fit_seconds: pd.Series, models: pd.Series, aurocs: pd.Series) -> dict:
-    """One table row; AUROC columns: mean source-domain image AUROC per model."""
+    """One table row; AUROC columns: mean source-domain image AUROC per model (of the last repeat)."""
     means = aurocs.groupby(models.to_numpy()).mean()
-    print(f"{run:<24} {seconds:7.1f} s", flush=True)
     return {"run": run, "jobs": len(fit_seconds), "wall_s": seconds, "fit_s_per_job": fit_seconds.mean(),
             **{f"{model}_AUROC": means.get(model) for model in TINY}}
 
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=24, help="normal training images per domain")
     parser.add_argument("--no-anomalib", dest="anomalib", action="store_false", help="skip the `anomalib benchmark` run")
     parser.add_argument("--no-parallel", dest="parallel", action="store_false", help="skip the n_jobs=2 sweep")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each sweep, alternating; wall_s is their median")
     args = parser.parse_args()
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])  # inherited by every process below
     work = Path(tempfile.mkdtemp(prefix="hdmap-sweep-bench-"))
@@ -131,24 +133,36 @@ def main() -> None:
 
     sweep = [sys.executable, "-m", "hdmap_train", "--multirun", "hydra/launcher=gpus", f"hydra.searchpath=[file://{work / 'conf'}]",
              "trainer=cpu", "trainer.enable_progress_bar=false", f"data.root={root}", f"domain={DOMAINS}", "model=tiny_draem,tiny_patchcore"]
-    rows = []
     runs = {"hdmap_train n_jobs=1": (1, []), "hdmap_train source only": (1, ["domain.targets=[]"])}
     if args.parallel:
         runs["hdmap_train n_jobs=2"] = (2, [])
-    for name, (n_jobs, extra) in runs.items():
-        sweep_dir = work / f"sweep-{len(rows)}"
-        seconds = timed([*sweep, *extra, f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={sweep_dir}"], work)
-        jobs = pd.read_csv(sweep_dir / "summary.csv")
-        rows.append(row(name, seconds, jobs["fit_seconds"], jobs["model"], jobs["source_AUROC"]))
     if args.anomalib:
         (work / "anomalib.yaml").write_text(anomalib_config(root))
-        models = Path(__file__).with_name("anomalib_models.py")
-        seconds = timed([sys.executable, str(models), "benchmark", "--config", str(work / "anomalib.yaml")], work)
-        found = list((work / "runs").rglob("results.csv"))  # the pipeline logs failures and exits 0
-        results = pd.read_csv(found[0]) if found else pd.DataFrame()
-        if len(results) != rows[0]["jobs"]:
-            sys.exit(f"anomalib benchmark finished {len(results)} of {rows[0]['jobs']} jobs; see {work / 'runs' / 'pipeline.log'}")
-        rows.append(row("anomalib benchmark", seconds, results["fit_duration"], results["model.class_path"].map(ANOMALIB_MODELS), results["image_AUROC"]))
+    seconds: dict[str, list[float]] = {}
+    for repeat in range(args.repeats):  # every run once per repeat, alternating: the machine's drift hits all alike
+        results = {}
+        for name, (n_jobs, extra) in runs.items():
+            sweep_dir = work / f"sweep-{repeat}-{n_jobs}-{len(extra)}"
+            seconds.setdefault(name, []).append(
+                timed([*sweep, *extra, f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={sweep_dir}"], work))
+            results[name] = pd.read_csv(sweep_dir / "summary.csv")
+        if args.anomalib:
+            runs_dir = work / f"runs-{repeat}"
+            models = Path(__file__).with_name("anomalib_models.py")
+            seconds.setdefault("anomalib benchmark", []).append(
+                timed([sys.executable, str(models), "benchmark", "--config", str(work / "anomalib.yaml")], work))
+            (work / "runs").rename(runs_dir)
+            found = list(runs_dir.rglob("results.csv"))  # the pipeline logs failures and exits 0
+            results["anomalib benchmark"] = pd.read_csv(found[0]) if found else pd.DataFrame()
+            if len(results["anomalib benchmark"]) != len(results["hdmap_train n_jobs=1"]):
+                sys.exit(f"anomalib benchmark finished {len(results['anomalib benchmark'])} jobs; see {runs_dir / 'pipeline.log'}")
+        print(f"repeat {repeat + 1}: " + ", ".join(f"{name} {times[-1]:.1f} s" for name, times in seconds.items()), flush=True)
+    rows = [row(name, statistics.median(seconds[name]), jobs["fit_seconds"], jobs["model"], jobs["source_AUROC"])
+            for name, jobs in results.items() if name in runs]
+    if args.anomalib:
+        jobs = results["anomalib benchmark"]
+        rows.append(row("anomalib benchmark", statistics.median(seconds["anomalib benchmark"]), jobs["fit_duration"],
+                        jobs["model.class_path"].map(ANOMALIB_MODELS), jobs["image_AUROC"]))
     table = pd.DataFrame(rows).set_index("run", drop=False)
     print(f"\n{args.cores} CPU cores, {args.n_train} training images per domain, work dir {work}")
     print("AUROC: mean source-domain image AUROC per model (anomalib: one domain per job, no cross-domain evaluation)\n")
@@ -159,7 +173,8 @@ def main() -> None:
         print(f"\nwall-time ratio n_jobs=1 / n_jobs=2 (2 models x 4 domains): {wall['hdmap_train n_jobs=1'] / wall['hdmap_train n_jobs=2']:.2f}")
     if args.anomalib:
         anomalib = wall["anomalib benchmark"]
-        print(f"\nwall-time ratio hdmap_train / anomalib benchmark (n_jobs=1, 2 models x 4 sources): same work "
+        print(f"\nwall-time ratio hdmap_train / anomalib benchmark (n_jobs=1, 2 models x 4 sources, median of "
+              f"{args.repeats}): same work "
               f"(source domain only) {wall['hdmap_train source only'] / anomalib:.2f}, full work (every domain) "
               f"{wall['hdmap_train n_jobs=1'] / anomalib:.2f}")
 

@@ -3,7 +3,8 @@
 When a multirun's launcher runs its jobs one after another in this process (hydra/launcher=gpus at
 n_jobs=1, Hydra's basic launcher), each job hands its pictures (outputs.write_pictures: plots/*.png and
 their TensorBoard images) to one helper process and goes on. The helper is spawned at the first job's
-start (its imports overlap that job's training) and kept for the sweep. A job's metrics.json says
+start (its imports overlap that job's training) and kept for the sweep, at the lowest CPU priority (the
+jobs' training gets the cores first, the pictures their idle time). A job's metrics.json says
 "success" only once its pictures are written: until then it says "failed" with PICTURES_PENDING as its
 error (what a sweep killed meanwhile leaves, so that running the sweep again redoes the job), and a
 picture error makes it "failed" with that error. The record is written as soon as the pictures are done
@@ -14,6 +15,7 @@ one more waits for the oldest.
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -28,6 +30,7 @@ from hdmap_train.devices import JOBLIB_LAUNCHER, parallel_jobs
 log = logging.getLogger(__name__)
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 MAX_PENDING = 2
+HELPER_NICENESS = 19  # the lowest priority (os.nice)
 PICTURES_PENDING = "The sweep stopped while this job's pictures were drawn; run the sweep again to redo the job."
 
 _helper: ProcessPoolExecutor | None = None
@@ -43,9 +46,12 @@ def jobs_run_here(hydra_cfg: DictConfig) -> bool:
     return launcher == BASIC_LAUNCHER or (launcher == JOBLIB_LAUNCHER and parallel_jobs(int(hydra_cfg.launcher.n_jobs)) == 1)
 
 
-def _ignore_ctrl_c() -> None:
-    """The helper finishes the pictures it has when Ctrl-C stops the sweep (the terminal signals every process)."""
+def _start_in_helper() -> None:
+    """The helper finishes the pictures it has when Ctrl-C stops the sweep (the terminal signals every process), and
+    runs at the lowest CPU priority: the next job's training gets the cores first, the pictures their idle time.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(HELPER_NICENESS - os.nice(0))
 
 
 def start_helper() -> None:
@@ -74,7 +80,7 @@ def _submit(function, *args) -> Future:
             return _helper.submit(function, *args)
         except BrokenProcessPool:
             pass
-    _helper = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_ctrl_c)
+    _helper = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_in_helper)
     return _helper.submit(function, *args)
 
 

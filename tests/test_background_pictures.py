@@ -1,8 +1,10 @@
 """A sequential sweep's pictures drawn by a helper process (hdmap_train.background_pictures): which sweeps use it,
 the pictures and TensorBoard images it writes, the record it writes then, a picture error, the backlog bound, and a
-helper that died."""
+helper that died, its priority."""
 
 import json
+import os
+import signal
 import threading
 import time
 from concurrent.futures import Future
@@ -100,3 +102,10 @@ def test_a_new_helper_replaces_one_that_died(tmp_path: Path) -> None:
         wait_for_pictures()
     assert records[0]["status"] == "success" or records[0]["error"].startswith("Pictures not written: BrokenProcessPool")
     assert json.loads((tmp_path / "1.json").read_text())["status"] == "success" and (tmp_path / "1" / "plots" / "roc.png").is_file()
+
+
+def test_the_helper_runs_at_the_lowest_priority_and_ignores_ctrl_c() -> None:
+    background_pictures.start_helper()
+    assert background_pictures._submit(os.nice, 0).result(timeout=60) == background_pictures.HELPER_NICENESS
+    assert background_pictures._submit(signal.getsignal, signal.SIGINT).result(timeout=60) == signal.SIG_IGN
+    assert os.nice(0) < background_pictures.HELPER_NICENESS  # this process keeps its priority

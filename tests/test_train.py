@@ -4,9 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from anomalib.models.image.draem.torch_model import DraemModel
 
 from hdmap_train.engine import RunEngine
-from hdmap_train.models import build_model
+from hdmap_train.models import build_model, draem
+from hdmap_train.models.components import draem_subnetworks
 from hdmap_train.models.draem import HDMAPDraem
 from hdmap_train.train import run
 from hdmap_train.weights import write_random_weights
@@ -65,6 +68,30 @@ def test_validation_loss_leaves_batchnorm_statistics_alone(tiny_dataset: Path, t
     metrics, again = validate_twice(model, tiny_dataset)
     assert metrics["val_loss"] > 0
     assert again["val_loss"] == pytest.approx(metrics["val_loss"])  # seeded synthetic anomalies: same number
+
+
+def test_draem_initial_weights_as_after_anomalib_default_networks_built_or_remembered(monkeypatch) -> None:
+    """The first build draws anomalib's default networks for real, the second (same generator state) remembers where
+    they leave the generator: the same initial weights, the same generator state after, no weight left on the meta
+    device; the real build is DraemModel() itself, then the small networks.
+    """
+    monkeypatch.setattr(draem, "_STATE_AFTER_DEFAULT_NETWORKS", {})
+    states, weights = [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = HDMAPDraem(reconstructive_width=8, discriminative_width=4)
+        states.append(torch.get_rng_state())
+        weights.append(model.model.state_dict())
+        assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert len(draem._STATE_AFTER_DEFAULT_NETWORKS) == 1
+    assert torch.equal(states[0], states[1])
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    before = next(iter(draem._STATE_AFTER_DEFAULT_NETWORKS))  # the generator state the real build started from
+    torch.set_rng_state(torch.frombuffer(bytearray(before), dtype=torch.uint8))
+    DraemModel()
+    expected = draem_subnetworks(3, 8, 4)
+    for name, net in zip(("reconstructive_subnetwork", "discriminative_subnetwork"), expected, strict=True):
+        assert all(torch.equal(weights[0][f"{name}.{k}"], v) for k, v in net.state_dict().items())
 
 
 def test_plots_can_be_switched_off(tiny_dataset: Path, tmp_path: Path) -> None:
