@@ -5,6 +5,7 @@ import logging
 import shutil
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
@@ -21,15 +22,21 @@ from hdmap_train.train import run
 from helpers.config import compose_cfg
 
 
-def make_dataset(root: Path, n_train: int = 10, n_test: int = 4, domains: str = "ABCD") -> Path:
-    """Minimal float TIFF dataset in the HDMAP layout."""
-    rng = np.random.default_rng(0)
+def layout_files(root: Path, n_train: int, n_test: int, domains: str) -> Iterator[tuple[str, Path]]:
+    """(label, file path without suffix) of every image of the HDMAP layout, domain by domain; folders created."""
     for domain in domains:
         for split, label, count in (("train", "good", n_train), ("test", "good", n_test), ("test", "fault", n_test)):
             folder = root / f"domain_{domain}" / split / label
             folder.mkdir(parents=True)
             for i in range(count):
-                tifffile.imwrite(folder / f"{i:06d}.tiff", rng.random((31, 95), dtype=np.float32))
+                yield label, folder / f"{i:06d}"
+
+
+def make_dataset(root: Path, n_train: int = 10, n_test: int = 4, domains: str = "ABCD") -> Path:
+    """Minimal float TIFF dataset in the HDMAP layout."""
+    rng = np.random.default_rng(0)
+    for _, path in layout_files(root, n_train, n_test, domains):
+        tifffile.imwrite(path.with_suffix(".tiff"), rng.random((31, 95), dtype=np.float32))
     return root
 
 
@@ -258,16 +265,12 @@ def test_source_in_targets_is_rejected(tmp_path: Path) -> None:
 def make_png_v1(root: Path, n_train: int = 20, n_test: int = 6, domains: str = "ABCD") -> Path:
     """The seed's v1 layout (`1000_8bit_resize_224x224`): 8-bit grey PNG, 224x224, per-image 0-255."""
     rng = np.random.default_rng(1)
-    for domain in domains:
-        for split, label, count in (("train", "good", n_train), ("test", "good", n_test), ("test", "fault", n_test)):
-            folder = root / f"domain_{domain}" / split / label
-            folder.mkdir(parents=True)
-            for i in range(count):
-                image = rng.integers(0, 200, (224, 224), dtype=np.uint8)
-                image[0, 0] = 255
-                if label == "fault":
-                    image[100:110] = 255
-                Image.fromarray(image).save(folder / f"{i:06d}.png")
+    for label, path in layout_files(root, n_train, n_test, domains):
+        image = rng.integers(0, 200, (224, 224), dtype=np.uint8)
+        image[0, 0] = 255
+        if label == "fault":
+            image[100:110] = 255
+        Image.fromarray(image).save(path.with_suffix(".png"))
     return root
 
 
