@@ -138,6 +138,8 @@ def main() -> None:
         runs["hdmap_train n_jobs=2"] = (2, [])
     if args.anomalib:
         (work / "anomalib.yaml").write_text(anomalib_config(root))
+        anomalib_cli = [sys.executable, str(Path(__file__).with_name("anomalib_models.py")), "benchmark", "--config",
+                        str(work / "anomalib.yaml")]
     seconds: dict[str, list[float]] = {}
     for repeat in range(args.repeats):  # every run once per repeat, alternating: the machine's drift hits all alike
         results = {}
@@ -147,11 +149,10 @@ def main() -> None:
                 timed([*sweep, *extra, f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={sweep_dir}"], work))
             results[name] = pd.read_csv(sweep_dir / "summary.csv")
         if args.anomalib:
-            runs_dir = work / f"runs-{repeat}"
-            models = Path(__file__).with_name("anomalib_models.py")
-            seconds.setdefault("anomalib benchmark", []).append(
-                timed([sys.executable, str(models), "benchmark", "--config", str(work / "anomalib.yaml")], work))
-            (work / "runs").rename(runs_dir)
+            seconds.setdefault("anomalib benchmark", []).append(timed(anomalib_cli, work))
+            runs_dir = work / f"runs-{repeat}"  # the pipeline writes into work/runs: one folder per repeat
+            if (work / "runs").is_dir():
+                (work / "runs").rename(runs_dir)
             found = list(runs_dir.rglob("results.csv"))  # the pipeline logs failures and exits 0
             results["anomalib benchmark"] = pd.read_csv(found[0]) if found else pd.DataFrame()
             if len(results["anomalib benchmark"]) != len(results["hdmap_train n_jobs=1"]):
