@@ -25,7 +25,7 @@ from hdmap_train.domains import record_sources
 from hdmap_train.errors import HdmapError, run_command
 from hdmap_train.job_names import covered
 from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record, new_record, written_however_it_ends
-from hdmap_train.train import VALIDATION_SCORES, check_config, record_results, validation_table
+from hdmap_train.train import VALIDATION_SCORES, check_config, heavy_imports, record_results, validation_table
 
 log = logging.getLogger(__name__)
 USAGE = """usage: python -m hdmap_train.evaluate run=<run dir> [out=<new dir>] [from_predictions=true] [key=value ...]
@@ -127,12 +127,13 @@ def stored_validation(run_dir: Path):
 
 def predict_again(cfg: DictConfig, checkpoint: Path, out_dir: Path, record: RunRecord) -> tuple:
     """Predict validation and test sets of cfg's data with the checkpoint: (collector, {domain: test samples})."""
-    import lightning as L
+    with heavy_imports():
+        import lightning as L
 
-    from hdmap_train.data.datamodule import build_datamodule
-    from hdmap_train.engine import build_engine, predict_all
-    from hdmap_train.models import build_model
-    from hdmap_train.outputs import data_line
+        from hdmap_train.data.datamodule import build_datamodule
+        from hdmap_train.engine import build_engine, predict_all
+        from hdmap_train.models import build_model
+        from hdmap_train.outputs import data_line
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data, cfg.domain, cfg.seed)

@@ -4,10 +4,13 @@ Only light modules are imported at the top: --help, --cfg and every config error
 Lightning and anomalib are imported; `run` imports them once a run really starts.
 """
 
+import gc
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -76,6 +79,30 @@ def dataset_domains(data: DictConfig) -> list[str] | None:
     return sorted(path.name for path in root.iterdir() if path.is_dir() and path.name.startswith("domain_"))
 
 
+_imports_frozen = False
+
+
+@contextmanager
+def heavy_imports() -> Iterator[None]:
+    """The first run's heavy imports with the garbage collector paused, then every object so far out of its sight for
+    good (gc.freeze). The imports leave about a million lasting objects and next to no garbage: every full collection
+    on the way walks all of them (0.1-0.2 s each, 0.6 s in all), and one lands in every run's pictures later.
+    """
+    global _imports_frozen
+    if _imports_frozen:
+        yield
+        return
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        _imports_frozen = True
+        if was_enabled:
+            gc.enable()
+
+
 def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) -> RunRecord:
     """Train on cfg.domain.source (one domain, or the union of a list), evaluate on each source and each target,
     write run_dir/metrics.json.
@@ -96,13 +123,14 @@ def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) ->
                 last = run_dir / "checkpoints" / "last.ckpt"
                 check_checkpoint(Path(cfg.ckpt_path), "resume" if Path(cfg.ckpt_path) == last else "ckpt_path")
             # The heavy imports (torch, Lightning, anomalib) happen here, once the config is known to be sound.
-            import lightning as L
+            with heavy_imports():
+                import lightning as L
 
-            from hdmap_train.data.datamodule import build_datamodule
-            from hdmap_train.efficiency import PeakMemory, run_efficiency
-            from hdmap_train.engine import build_engine, predict_all, training_info
-            from hdmap_train.models import build_model
-            from hdmap_train.outputs import data_line
+                from hdmap_train.data.datamodule import build_datamodule
+                from hdmap_train.efficiency import PeakMemory, run_efficiency
+                from hdmap_train.engine import build_engine, predict_all, training_info
+                from hdmap_train.models import build_model
+                from hdmap_train.outputs import data_line
 
             if pictures_in_background:
                 start_helper()  # its imports overlap training

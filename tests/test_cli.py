@@ -83,3 +83,29 @@ def test_help_and_config_errors_never_import_torch(args: list[str], tmp_path: Pa
     if args[0].startswith("model.max_epochs"):  # a value error answers with one line and a failed record
         assert result.returncode == 1 and "trainer.max_epochs=0 must be a positive integer" in result.stdout + result.stderr
         assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+
+
+GC_PROBE = """
+import gc, json
+from hdmap_train.train import heavy_imports
+collections = []
+gc.callbacks.append(lambda phase, info: phase == "stop" and collections.append(info["generation"]))
+with heavy_imports():
+    import lightning, anomalib.models
+during, frozen = list(collections), gc.get_freeze_count()
+cycles = [[] for _ in range(1000)]
+for cycle in cycles:
+    cycle.append(cycle)
+with heavy_imports():  # a later run of the same process (a sweep's next job): nothing more frozen
+    import sklearn
+del cycles, cycle
+print(json.dumps({"during": during, "frozen": frozen, "frozen_later": gc.get_freeze_count() - frozen,
+                  "enabled": gc.isenabled(), "collected": gc.collect()}))
+"""
+
+
+def test_the_heavy_imports_run_without_garbage_collections_and_leave_its_sight() -> None:
+    result = subprocess.run([sys.executable, "-c", GC_PROBE], capture_output=True, text=True, check=True)
+    probe = json.loads(result.stdout.splitlines()[-1])
+    assert probe["during"] == [] and probe["frozen"] > 100_000 and probe["frozen_later"] == 0  # frozen once, never scanned
+    assert probe["enabled"] and probe["collected"] >= 1000  # collection resumes, for whatever a run creates afterwards
