@@ -60,7 +60,10 @@ def start_helper() -> None:
 
 
 def _import_outputs() -> None:
-    import hdmap_train.outputs  # noqa: F401 - matplotlib, PIL, pandas, sklearn: seconds, once per helper
+    from hdmap_train.train import heavy_imports
+
+    with heavy_imports():  # no garbage collection while they import, none of their objects scanned afterwards
+        import hdmap_train.outputs  # noqa: F401 - matplotlib, PIL, pandas, sklearn: seconds, once per helper
 
 
 def draw(*pictures) -> Future:

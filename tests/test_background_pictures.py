@@ -2,6 +2,7 @@
 the pictures and TensorBoard images it writes, the record it writes then, a picture error, the backlog bound, and a
 helper that died, its priority."""
 
+import gc
 import json
 import os
 import signal
@@ -104,8 +105,9 @@ def test_a_new_helper_replaces_one_that_died(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "1.json").read_text())["status"] == "success" and (tmp_path / "1" / "plots" / "roc.png").is_file()
 
 
-def test_the_helper_runs_at_the_lowest_priority_and_ignores_ctrl_c() -> None:
+def test_the_helper_runs_at_the_lowest_priority_ignores_ctrl_c_and_froze_its_imports() -> None:
     background_pictures.start_helper()
     assert background_pictures._submit(os.nice, 0).result(timeout=60) == background_pictures.HELPER_NICENESS
     assert background_pictures._submit(signal.getsignal, signal.SIGINT).result(timeout=60) == signal.SIG_IGN
+    assert background_pictures._submit(gc.get_freeze_count).result(timeout=60) > 100_000  # train.heavy_imports
     assert os.nice(0) < background_pictures.HELPER_NICENESS  # this process keeps its priority
