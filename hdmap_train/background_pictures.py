@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hdmap_train.devices import JOBLIB_LAUNCHER, parallel_jobs
+from hdmap_train.startup import heavy_imports
 
 log = logging.getLogger(__name__)
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
@@ -60,8 +61,6 @@ def start_helper() -> None:
 
 
 def _import_outputs() -> None:
-    from hdmap_train.train import heavy_imports
-
     with heavy_imports():  # no garbage collection while they import, none of their objects scanned afterwards
         import hdmap_train.outputs  # noqa: F401 - matplotlib, PIL, pandas, sklearn: seconds, once per helper
 

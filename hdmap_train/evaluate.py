@@ -25,7 +25,8 @@ from hdmap_train.domains import record_sources
 from hdmap_train.errors import HdmapError, run_command
 from hdmap_train.job_names import covered
 from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record, new_record, written_however_it_ends
-from hdmap_train.train import VALIDATION_SCORES, check_config, heavy_imports, record_results, validation_table
+from hdmap_train.startup import heavy_imports
+from hdmap_train.train import VALIDATION_SCORES, check_config, record_results, validation_table
 
 log = logging.getLogger(__name__)
 USAGE = """usage: python -m hdmap_train.evaluate run=<run dir> [out=<new dir>] [from_predictions=true] [key=value ...]

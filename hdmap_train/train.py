@@ -4,13 +4,10 @@ Only light modules are imported at the top: --help, --cfg and every config error
 Lightning and anomalib are imported; `run` imports them once a run really starts.
 """
 
-import gc
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -32,6 +29,7 @@ from hdmap_train.domains import (
 )
 from hdmap_train.errors import HdmapError
 from hdmap_train.run_dir import RunRecord, check_checkpoint, earlier_attempt, new_record, written_however_it_ends
+from hdmap_train.startup import heavy_imports
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -77,30 +75,6 @@ def dataset_domains(data: DictConfig) -> list[str] | None:
     if root is None or not root.is_dir():
         return None
     return sorted(path.name for path in root.iterdir() if path.is_dir() and path.name.startswith("domain_"))
-
-
-_imports_frozen = False
-
-
-@contextmanager
-def heavy_imports() -> Iterator[None]:
-    """The first run's heavy imports with the garbage collector paused, then every object so far out of its sight for
-    good (gc.freeze). The imports leave about a million lasting objects and next to no garbage: every full collection
-    on the way walks all of them (0.1-0.2 s each, 0.6 s in all), and one lands in every run's pictures later.
-    """
-    global _imports_frozen
-    if _imports_frozen:
-        yield
-        return
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        _imports_frozen = True
-        if was_enabled:
-            gc.enable()
 
 
 def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) -> RunRecord:

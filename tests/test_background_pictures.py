@@ -109,5 +109,5 @@ def test_the_helper_runs_at_the_lowest_priority_ignores_ctrl_c_and_froze_its_imp
     background_pictures.start_helper()
     assert background_pictures._submit(os.nice, 0).result(timeout=60) == background_pictures.HELPER_NICENESS
     assert background_pictures._submit(signal.getsignal, signal.SIGINT).result(timeout=60) == signal.SIG_IGN
-    assert background_pictures._submit(gc.get_freeze_count).result(timeout=60) > 100_000  # train.heavy_imports
+    assert background_pictures._submit(gc.get_freeze_count).result(timeout=60) > 100_000  # startup.heavy_imports
     assert os.nice(0) < background_pictures.HELPER_NICENESS  # this process keeps its priority

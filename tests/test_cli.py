@@ -87,7 +87,7 @@ def test_help_and_config_errors_never_import_torch(args: list[str], tmp_path: Pa
 
 GC_PROBE = """
 import gc, json
-from hdmap_train.train import heavy_imports
+from hdmap_train.startup import heavy_imports
 collections = []
 gc.callbacks.append(lambda phase, info: phase == "stop" and collections.append(info["generation"]))
 with heavy_imports():
