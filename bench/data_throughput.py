@@ -76,7 +76,7 @@ def draem_data_wait(root: Path, args: argparse.Namespace) -> None:
     trainer = Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=args.draem_steps + 1, limit_val_batches=0,
                       logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                       callbacks=[clock])
-    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    trainer.fit(model, datamodule=dm)  # the datamodule's hook replicates the channels on the device
     wait, step, generate_s = (sum(v[1:]) for v in (clock.wait, clock.step, generate_s))  # the first step warms up
     n_images = args.draem_steps * args.draem_batch
     print(f"\nDRAEM default config ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, "

@@ -12,7 +12,9 @@ pictures <= 1.03).
 """
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hdmap-overhead-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the runs and data go with the bench
     root = ensure_dataset(SyntheticSpec(), work / "cache")
     hdmap_train = [sys.executable, "-m", "hdmap_train", "experiment=quickstart", f"data.root={root}", "data.synthetic=null",
                    f"model.max_epochs={args.epochs}", "trainer.enable_progress_bar=false"]

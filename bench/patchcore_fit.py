@@ -17,10 +17,12 @@ blocked coreset-selection time ratio, per coreset ratio.
 """
 
 import argparse
+import atexit
 import hashlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,7 +59,7 @@ def fit_once(args: argparse.Namespace, ratio: float, sampler: str) -> dict:
     model = build_model(model_cfg).eval()
     torch.manual_seed(args.seed)  # the training loader's shuffle order: the same patch order in every process
     with torch.no_grad(), training_branch(model.model):  # what training_step does: store patch embeddings
-        for batch in datamodule.train_dataloader():
+        for batch in map(lambda b: datamodule.on_after_batch_transfer(b, 0), datamodule.train_dataloader()):  # 3 channels
             model.training_step(batch.update(image=model.pre_processor(batch.image)))  # timed: feature_extraction
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)  # anomalib's random projection also draws from numpy
@@ -69,7 +71,7 @@ def fit_once(args: argparse.Namespace, ratio: float, sampler: str) -> dict:
     grown_mb = rss_mb() - before_mb
     scores, labels = [], []
     with torch.no_grad():
-        for batch in datamodule.test_dataloaders()["domain_A"]:
+        for batch in map(lambda b: datamodule.on_after_batch_transfer(b, 0), datamodule.test_dataloaders()["domain_A"]):
             scores.append(model.model(model.pre_processor(batch.image)).pred_score.flatten())
             labels.append(batch.gt_label.flatten())
     bank = model.model.memory_bank
@@ -92,7 +94,8 @@ def fit_in_fresh_process(args: argparse.Namespace, ratio: float, sampler: str) -
         process = subprocess.Popen(command, stdout=log, stderr=log, preexec_fn=limit_memory)
         _, status, usage = os.wait4(process.pid, 0)
     if status != 0:
-        sys.exit(f"fit failed ({status}); see {args.work / 'fits.log'}")
+        tail = (args.work / "fits.log").read_text().splitlines()[-20:]  # the folder goes when the bench ends
+        sys.exit("\n".join([*tail, f"fit failed ({status}); the last lines of its log are above"]))
     return json.loads(out.read_text()) | {"peak_mb": usage.ru_maxrss / 1024}
 
 
@@ -120,6 +123,8 @@ def main() -> None:
     from hdmap_train.weights import write_random_weights
 
     args.work = Path(tempfile.mkdtemp(prefix="hdmap-patchcore-bench-"))
+
+    atexit.register(shutil.rmtree, args.work, ignore_errors=True)  # the runs and data go with the bench
     write_random_weights(args.backbone, args.work / "hf" / "hub")
     generate(SyntheticSpec(n_train=args.n_train, n_test=args.n_test, domains=("A",)), args.work / "data")
     print(f"{args.backbone} {args.image_size}x{args.image_size}, {args.n_train} training images, one fresh process per fit\n")

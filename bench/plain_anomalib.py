@@ -45,9 +45,9 @@ def main() -> None:
             callbacks=[checkpoint, EarlyStopping(monitor="val_loss", mode="min", patience=5)], enable_progress_bar=False,
         )
         engine.fit(model=model, datamodule=datamodule)
-        loaders = list(datamodule.test_dataloaders().values())
-        outputs = engine.predict(model=model, dataloaders=loaders, ckpt_path=checkpoint.best_model_path)
-    source = outputs[0]
+        # the datamodule's predict loaders (validation, then the test sets): its hook replicates the channels
+        outputs = engine.predict(model=model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path)
+    source = outputs[1]
     labels = [int(label) for batch in source for label in batch.gt_label]
     scores = [float(score) for batch in source for score in batch.pred_score]
     print(f"source_auroc={roc_auc_score(labels, scores)!r}")

@@ -35,7 +35,9 @@ One epoch of tiny DRAEM stays near chance in both tools; PatchCore's AUROC is th
 """
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -126,6 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])  # inherited by every process below
     work = Path(tempfile.mkdtemp(prefix="hdmap-sweep-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the runs and data go with the bench
     root = png_copy(ensure_dataset(SyntheticSpec(n_train=args.n_train, n_test=12, seed=0), work / "data"), work / "png")
     write_tiny_models(work / "conf")
     os.environ |= {"HF_HOME": str(work / "hf"), "HF_HUB_CACHE": str(work / "hf" / "hub"), "HF_HUB_OFFLINE": "1"}

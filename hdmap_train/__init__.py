@@ -13,6 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 for _module in ("timm", "anomalib"):
     warnings.filterwarnings("ignore", category=FutureWarning, module=_module)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=_module)
+# Lightning's own use of torch's deprecated pytree LeafSpec: nothing a user of hdmap_train can change.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 from hdmap_train import catalog as _catalog  # noqa: E402,F401
 

@@ -62,12 +62,12 @@ def start_helper() -> None:
 
 def _import_outputs() -> None:
     with heavy_imports():  # no garbage collection while they import, none of their objects scanned afterwards
-        import hdmap_train.outputs  # noqa: F401 - matplotlib, PIL, pandas, sklearn: seconds, once per helper
+        import hdmap_train.tensorboard_log  # noqa: F401 - matplotlib, PIL, pandas, sklearn: seconds, once per helper
 
 
 def draw(*pictures) -> Future:
     """outputs.write_pictures(*pictures) in the helper process."""
-    from hdmap_train.outputs import write_pictures  # matplotlib, PIL: not for --help or a config error
+    from hdmap_train.tensorboard_log import write_pictures  # matplotlib, PIL: not for --help or a config error
 
     return _submit(write_pictures, *pictures)
 
@@ -90,7 +90,7 @@ def write_when_drawn(pictures: Future, record: dict, path: Path) -> None:
     """Write `record`, a successful run's (its metrics.json on disk says PICTURES_PENDING), to `path` once its
     pictures are drawn: as it is, or "failed" with the pictures' error.
     """
-    from hdmap_train.outputs import write_json_atomic
+    from hdmap_train.atomic_files import write_json_atomic
 
     written = threading.Event()
 

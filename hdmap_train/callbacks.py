@@ -1,6 +1,9 @@
-"""Lightning callbacks of a run: the training history (kept across resumes) and the prediction collector."""
+"""Lightning callbacks of a run: the training history (kept across resumes), the divergence check, the config stamp
+of every checkpoint, and the prediction collector.
+"""
 
 import logging
+import math
 import time
 
 import lightning as L
@@ -8,7 +11,9 @@ import numpy as np
 from anomalib.data import ImageBatch
 from lightning.pytorch.callbacks import Callback
 
-from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example, Scores
+from hdmap_train.checkpoints import STAMP
+from hdmap_train.errors import HdmapError
+from hdmap_train.metrics import EXAMPLE_CATEGORIES, Example, Scores
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,32 @@ class TrainingHistory(Callback):
         self.attempts = int(state_dict["attempts"]) + 1
 
 
+class DivergenceCheck(Callback):
+    """Fail the run at the end of an epoch whose logged loss (training or validation) is not finite.
+
+    It runs before the checkpoint callback (Lightning calls ModelCheckpoint last), so a diverged epoch is
+    never saved, and the run ends failed instead of being early-stopped as if it had converged.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        del pl_module
+        for name, value in trainer.callback_metrics.items():
+            if "loss" in name and not math.isfinite(float(value)):
+                raise HdmapError(f"training diverged at epoch {trainer.current_epoch + 1} ({name} {float(value)}): lower "
+                                 "the learning rate (model.module.learning_rate).")
+
+
+class ConfigStamp(Callback):
+    """Stamp every checkpoint with the run's config identity (hdmap_train.checkpoints.config_stamp)."""
+
+    def __init__(self, stamp: dict) -> None:
+        self.stamp = stamp
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        del trainer, pl_module
+        checkpoint[STAMP] = self.stamp
+
+
 class PredictionCollector(Callback):
     """Gathers scores of every predict dataloader and the grid examples of `example_names`.
 
@@ -118,14 +149,14 @@ class PredictionCollector(Callback):
         ]
 
     def scores(self, name: str) -> Scores:
-        """All scores of dataloader `name`; raises if the model produced non-finite scores."""
+        """All scores of dataloader `name`; HdmapError if the model produced non-finite scores."""
         parts = self._parts[name]
         if not parts:
             raise RuntimeError(f"No predictions were collected for '{name}'.")
         scores = np.concatenate([p[0] for p in parts])
         if not np.isfinite(scores).all():
-            msg = f"The model produced {int((~np.isfinite(scores)).sum())} non-finite anomaly scores on '{name}'."
-            raise FloatingPointError(msg)
+            raise HdmapError(f"The model produced {int((~np.isfinite(scores)).sum())} non-finite anomaly scores on "
+                             f"'{name}' (training diverged): lower the learning rate (model.module.learning_rate).")
         return Scores(scores, np.concatenate([p[1] for p in parts]), [path for p in parts for path in p[2]])
 
 

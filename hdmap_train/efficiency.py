@@ -66,7 +66,7 @@ class StepTimer(Callback):
             training: also time training batches (one synchronisation per batch end and start).
         """
         self.training = training
-        self.train_steps: list[tuple[float, float, int]] = []  # (wait, step, images)
+        self.train_steps: list[tuple[float, float, int, tuple]] = []  # (wait, step, images, image shape)
         self.predict_steps: dict[int, list[tuple[float, int]]] = {}  # dataloader index -> [(step, images)]
         self._mark = self._wait = 0.0
 
@@ -86,7 +86,7 @@ class StepTimer(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if self.training:
             now = self._now(pl_module)
-            self.train_steps.append((self._wait, now - self._mark, len(batch.image)))
+            self.train_steps.append((self._wait, now - self._mark, len(batch.image), tuple(batch.image.shape)))
             self._mark = now
 
     def on_predict_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int,
@@ -152,5 +152,6 @@ def run_efficiency(model: L.LightningModule, trainer: L.Trainer, memory: PeakMem
     timer = next(c for c in trainer.callbacks if isinstance(c, StepTimer))
     tests = [index for index in timer.predict_steps if index > 0]
     device = trainer.strategy.root_device
-    return {"device": str(device), "precision": str(trainer.precision), **parameter_counts(model, trainer.optimizers),
+    return {"device": str(device), "precision": str(trainer.precision), "cpu_threads": torch.get_num_threads(),
+            **parameter_counts(model, trainer.optimizers),
             **timer.inference(tests), **memory.read(device), **stored_features(model)}

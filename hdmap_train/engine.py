@@ -3,52 +3,35 @@
 from pathlib import Path
 
 import lightning as L
-from anomalib.callbacks import ModelCheckpoint
+import torch
 from anomalib.engine import Engine
 from anomalib.loggers import AnomalibTensorBoardLogger
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from hdmap_train.callbacks import PredictionCollector, TrainingHistory
+from hdmap_train.callbacks import ConfigStamp, DivergenceCheck, PredictionCollector, TrainingHistory
+from hdmap_train.checkpoints import config_stamp, save_atomic
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
 from hdmap_train.efficiency import StepTimer
-from hdmap_train.outputs import checksum_tensorboard_records_in_c
+from hdmap_train.engine_patches import RunCheckpoint, RunEngine
+from hdmap_train.errors import HdmapError
 
 
-class RunEngine(Engine):
-    """anomalib's Engine, writing into the run directory itself.
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed: a full disk never leaves a truncated one (one line instead)."""
 
-    Engine would add <root>/<Model>/<dataset>/<category>/vN/ below default_root_dir; hdmap_train keeps
-    one flat run directory (metrics.json, checkpoints/, tensorboard/) instead.
-    """
-
-    def _setup_workspace(self, *args, **kwargs) -> None:
-        del args, kwargs
-
-
-def training_progress(trainer: L.Trainer) -> tuple[int, int, int]:
-    """Optimizer steps, training batches and validation batches so far: what can change a model's weights or state."""
-    loop = trainer.fit_loop.epoch_loop
-    return trainer.global_step, loop.batch_progress.total.completed, loop.val_loop.batch_progress.total.completed
-
-
-class RunCheckpoint(ModelCheckpoint):
-    """anomalib's ModelCheckpoint, remembering the training progress at which this process saved the best checkpoint."""
-
-    best_saved_at: tuple[int, int, int] | None = None
-
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
-        if filepath == self.best_model_path:
-            self.best_saved_at = training_progress(trainer)
-
-    def holds_best(self, trainer: L.Trainer) -> bool:
-        """Whether the weights in memory are the best checkpoint: saved by this process, no training since then."""
-        return self.best_saved_at is not None and self.best_saved_at == training_progress(trainer)
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        del storage_options
+        save_atomic(checkpoint, path)
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[RunCheckpoint, list[Callback]]:
-    """Best-checkpoint (+ early stopping) on the model's monitor; memory-bank models keep their one epoch."""
+    """Best-checkpoint (+ early stopping) on the model's monitor, the training history, the divergence check and the
+    config stamp of every checkpoint; memory-bank models keep their one epoch.
+    """
     monitor, mode = cfg.model.monitor, cfg.model.monitor_mode
     # Saved at the end of each training epoch, after TrainingHistory recorded it (ModelCheckpoint runs last),
     # so a checkpoint's history includes its own epoch.
@@ -56,23 +39,45 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[RunCheckpoint, list
         dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=monitor is not None,
         auto_insert_metric_name=False, save_on_train_epoch_end=True,
     )
-    callbacks: list[Callback] = [checkpoint, TrainingHistory()]
+    stamp = ConfigStamp(config_stamp(OmegaConf.to_container(cfg, resolve=True)))
+    callbacks: list[Callback] = [checkpoint, TrainingHistory(), DivergenceCheck(), stamp]
     if monitor is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.model.early_stopping_patience))
     return checkpoint, callbacks
 
 
-def build_engine(cfg: DictConfig, run_dir: Path) -> tuple[RunEngine, RunCheckpoint, TrainingHistory]:
-    """The Engine with the trainer config, TensorBoard in run_dir/tensorboard, and the run's callbacks."""
+def run_loggers(cfg: DictConfig) -> list:
+    """The `logger` group's loggers; HdmapError when TensorBoard is not among them (the run writes its metrics, HParams
+    and pictures there).
+    """
+    loggers = [instantiate(entry) for entry in (cfg.get("logger") or {}).values() if entry is not None]
+    if not any(isinstance(logger, TensorBoardLogger) for logger in loggers):
+        raise HdmapError("The logger group has no TensorBoard logger, where every run writes its metrics, HParams and "
+                         "pictures: keep logger=tensorboard (or logger.tensorboard) and add others beside it.")
+    return loggers
+
+
+def build_engine(cfg: DictConfig, run_dir: Path, loggers: list | None = None) -> tuple[RunEngine, RunCheckpoint, TrainingHistory]:
+    """The Engine with the trainer config, the loggers (default: TensorBoard in run_dir/tensorboard), the run's
+    callbacks and the `callbacks` group's.
+    """
     checkpoint, callbacks = build_callbacks(cfg, run_dir)
-    checksum_tensorboard_records_in_c()
+    if loggers is None:
+        loggers = [AnomalibTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)]
+    added = [instantiate(entry) for entry in (cfg.get("callbacks") or {}).values() if entry is not None]
     engine = RunEngine(
         default_root_dir=run_dir,
-        logger=AnomalibTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False),
-        callbacks=callbacks,
+        logger=loggers,
+        callbacks=[*callbacks, *added],
+        plugins=[AtomicCheckpointIO()],
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )
     return engine, checkpoint, callbacks[1]
+
+
+def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger:
+    """The run's TensorBoard logger among the trainer's loggers."""
+    return next(logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger))
 
 
 def training_info(cfg: DictConfig, engine: Engine, history: TrainingHistory) -> dict:
@@ -82,12 +87,13 @@ def training_info(cfg: DictConfig, engine: Engine, history: TrainingHistory) -> 
     early_stopped = bool(stopper and stopper.stopped_epoch > 0)
     if early_stopped:
         completion = "early_stopping"
-    elif trainer.current_epoch >= cfg.trainer.max_epochs:
+    elif trainer.current_epoch >= trainer.max_epochs:  # anomalib forces 1 for memory-bank models (PatchCore, PaDiM)
         completion = "max_epochs_reached"
     else:
         completion = "interrupted"
     return {
         "max_epochs_configured": cfg.trainer.max_epochs,
+        "max_epochs_effective": trainer.max_epochs,  # what the model trained for (memory-bank models: 1)
         "last_trained_epoch": trainer.current_epoch,
         "total_steps": trainer.global_step,
         "early_stopped": early_stopped,
@@ -115,10 +121,11 @@ def predict_all(
     grid examples per domain stay in memory, whatever the test-set size. A StepTimer (before the collector,
     so collecting is not timed) times each batch for hdmap_train.efficiency.run_efficiency.
     """
-    test_loaders = datamodule.test_dataloaders()
-    collector = PredictionCollector(["validation", *test_loaders], example_names=list(test_loaders))
+    collector = PredictionCollector(["validation", *datamodule.test_data], example_names=list(datamodule.test_data))
     engine._setup_trainer(model)  # what predict() does first; an engine that never fitted (evaluate) has no trainer yet
     engine.trainer.callbacks.extend([StepTimer(), collector])
-    loaders = [datamodule.val_dataloader(), *test_loaders.values()]
-    engine.predict(model=model, dataloaders=loaders, ckpt_path=ckpt, return_predictions=False)
+    from anomalib import PrecisionType
+
+    with torch.serialization.safe_globals([PrecisionType]):  # in PatchCore's hyper-parameters (checkpoints.load_model)
+        engine.predict(model=model, datamodule=datamodule, ckpt_path=ckpt, return_predictions=False)
     return collector

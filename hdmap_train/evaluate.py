@@ -16,61 +16,46 @@ Only light modules are imported until the arguments are checked; torch and anoma
 
 import logging
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from hdmap_train.arguments import Command, Key, run_command
+from hdmap_train.checks import check_config, number
 from hdmap_train.domains import record_sources
-from hdmap_train.errors import HdmapError, run_command
+from hdmap_train.errors import HdmapError
 from hdmap_train.job_names import covered
-from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record, new_record, written_however_it_ends
+from hdmap_train.results import (
+    RECORD_NAME,
+    VALIDATION_SCORES,
+    RunRecord,
+    new_record,
+    record_results,
+    write_score_tables,
+    written_however_it_ends,
+)
+from hdmap_train.run_dir import best_checkpoint, finished_record
 from hdmap_train.startup import heavy_imports
-from hdmap_train.train import VALIDATION_SCORES, check_config, record_results, validation_table
 
 log = logging.getLogger(__name__)
-USAGE = """usage: python -m hdmap_train.evaluate run=<run dir> [out=<new dir>] [from_predictions=true] [key=value ...]
-  e.g. run=outputs/2026-11-22/10-00-00_draem_A data.root=/data/HDMAP/1000_tiff_minmax domain.targets=[B,C]
-       run=<run dir> from_predictions=true evaluation.threshold_quantile=0.95"""
-PATH_ARGUMENTS = ("run", "out")  # taken literally (a sweep job folder holds = and ,)
+COMMAND = Command(
+    "evaluate", "Evaluate a finished run again into a new directory: other data, other domains, another threshold "
+    "quantile, other subgroups; from_predictions=true recomputes metrics from predictions.csv without the model.",
+    (Key("run", "the run directory (holding metrics.json)", required=True, path=True),
+     Key("out", "the new directory (default <run>/evaluations/<time>/)", path=True),
+     Key("from_predictions", "true: no model, recompute from predictions.csv (default false)", default=False, kind=bool)),
+    ("run=outputs/2026-11-22/10-00-00_draem_A data.root=/data/HDMAP/1000_tiff_minmax domain.targets=[B,C]",
+     "run=outputs/2026-11-22/10-00-00_draem_A from_predictions=true evaluation.threshold_quantile=0.95"),
+    overrides="overrides of the run's own config (+key=value adds a key)", bare="run",
+)
 # What from_predictions=true can recompute without the model.
 PREDICTION_KEYS = ("evaluation.threshold_quantile", "evaluation.plots", "domain.targets", "data.subgroups")
 # Data keys that leave the validation split as it was (the run's validation scores stay valid).
 TEST_ONLY_KEYS = ("data.subgroups", "data.eval_batch_size", "data.num_workers", "data.cache_limit_mb",
                   "data.multiprocessing_context", "data.pin_memory", "data.device_cache")
 _ABSENT = object()
-
-
-def parse_arguments(args: list[str]) -> tuple[dict, list]:
-    """run/out/from_predictions and the config overrides (Hydra's override grammar); HdmapError on bad usage.
-
-    run= and out= take the rest of their argument literally: sweep job folders hold '=' and ','.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    options = {}
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key in PATH_ARGUMENTS:
-            options[key] = value
-    try:
-        parsed = OverridesParser.create().parse_overrides([a for a in args if a.partition("=")[0] not in PATH_ARGUMENTS])
-    except OverrideParseException as exc:
-        raise HdmapError(str(exc).splitlines()[0]) from None
-    overrides = []
-    for override in parsed:
-        if override.is_sweep_override() or override.is_delete() or override.package is not None:
-            raise HdmapError(f"{override.input_line}: evaluate takes single key=value (or +key=value) overrides only")
-        if override.key_or_group == "from_predictions":
-            options["from_predictions"] = override.value()
-        else:
-            overrides.append(override)
-    if not options.get("run"):
-        raise HdmapError("run=<run dir> is required")
-    if not isinstance(options.get("from_predictions", False), bool):
-        raise HdmapError(f"from_predictions={options['from_predictions']} must be true or false")
-    return options, overrides
 
 
 def apply_overrides(config: dict, overrides: list) -> DictConfig:
@@ -95,20 +80,27 @@ def apply_overrides(config: dict, overrides: list) -> DictConfig:
 
 def new_directory(run_dir: Path, out: str | None) -> Path:
     """The new directory: out= (which must not exist, or be empty), or <run>/evaluations/<time>[_n]; created."""
-    if out is not None:
-        path = Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise HdmapError(f"out={path} exists and is not empty: evaluate writes into a new directory, choose another out=.")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = run_dir / "evaluations" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    for n in range(1, 1000):
-        path = stamp if n == 1 else stamp.with_name(f"{stamp.name}_{n}")
-        try:
-            path.mkdir(parents=True)
+    try:
+        if out is not None:
+            path = Path(out)
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                raise HdmapError(f"out={path} exists and is not empty: evaluate writes into a new directory, choose another out=.")
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".writable"
+            probe.touch()  # a read-only mount may still let mkdir's exist_ok pass
+            probe.unlink()
             return path
-        except FileExistsError:
-            continue
+        stamp = run_dir / "evaluations" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        for n in range(1, 1000):
+            path = stamp if n == 1 else stamp.with_name(f"{stamp.name}_{n}")
+            try:
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        where = f"out={out}" if out is not None else f"a directory under {run_dir / 'evaluations'}"
+        raise HdmapError(f"Cannot write {where} ({exc.strerror}): pass a writable out=<dir>.") from None
     raise HdmapError(f"Cannot create a new directory under {run_dir / 'evaluations'}; pass out=<dir>.")
 
 
@@ -117,7 +109,7 @@ def stored_validation(run_dir: Path):
     import numpy as np
     import pandas as pd
 
-    from hdmap_train.evaluation import Scores
+    from hdmap_train.metrics import Scores
 
     path = run_dir / VALIDATION_SCORES
     if not path.is_file():
@@ -131,24 +123,29 @@ def predict_again(cfg: DictConfig, checkpoint: Path, out_dir: Path, record: RunR
     with heavy_imports():
         import lightning as L
 
+        from hdmap_train.checkpoints import load_model
+        from hdmap_train.console import data_line
         from hdmap_train.data.datamodule import build_datamodule
         from hdmap_train.engine import build_engine, predict_all
-        from hdmap_train.models import build_model
-        from hdmap_train.outputs import data_line
 
+    from hdmap_train import quiet
+
+    quiet.install()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data, cfg.domain, cfg.seed)
     datamodule.setup()
     record["data"] = datamodule.summary()
     log.info("%s", data_line(record["data"]))
     engine, _, _ = build_engine(cfg, out_dir)
-    collector = predict_all(engine, build_model(cfg.model), datamodule, str(checkpoint))
+    model = load_model(OmegaConf.to_container(cfg.model, resolve=True), checkpoint)  # one line if it does not load
+    collector = predict_all(engine, model, datamodule, str(checkpoint))
     return collector, {domain: dataset.samples for domain, dataset in datamodule.test_data.items()}
 
 
 def regrouped(frame, rules: list) -> list[str]:
     """Each predictions.csv row's subgroup under new data.subgroups rules, as the folder scan assigns them ('' for none)."""
-    from hdmap_train.data.layout import check_subgroups, subgroup_names
+    from hdmap_train.checks import check_subgroups
+    from hdmap_train.data.layout import subgroup_names
 
     rules = check_subgroups(rules)
     names = {}
@@ -167,7 +164,7 @@ def predictions_again(run_dir: Path, cfg: DictConfig, sources: list[str], regrou
     import pandas as pd
 
     from hdmap_train.data.layout import domain_folder
-    from hdmap_train.evaluation import Scores
+    from hdmap_train.metrics import Scores
 
     frame = pd.read_csv(run_dir / "predictions.csv", keep_default_na=False, dtype={"anomaly_score": np.float32, "subgroup": str})
     if regroup:
@@ -204,8 +201,8 @@ def check_request(run_dir: Path, run_record: RunRecord, cfg: DictConfig, keys: l
         if needs_model:
             raise HdmapError(f"from_predictions=true recomputes {', '.join(PREDICTION_KEYS)} only; {', '.join(needs_model)} needs "
                              "the model: drop from_predictions.")
-        if not 0.0 < float(cfg.evaluation.threshold_quantile) <= 1.0:
-            raise HdmapError(f"evaluation.threshold_quantile={cfg.evaluation.threshold_quantile} must be in (0, 1]")
+        if not 0.0 < number(cfg.evaluation.threshold_quantile) <= 1.0:
+            raise HdmapError(f"evaluation.threshold_quantile={cfg.evaluation.threshold_quantile} must be a number in (0, 1] (e.g. 0.99)")
         checkpoint, again = run_record.get("best_checkpoint"), False
     else:
         checkpoint = best_checkpoint(run_dir, run_record, "without it only from_predictions=true works")
@@ -222,9 +219,11 @@ def check_request(run_dir: Path, run_record: RunRecord, cfg: DictConfig, keys: l
 
 def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predictions: bool = False) -> RunRecord:
     """Evaluate the run again (see the module docstring); returns the new record, written to <new dir>/metrics.json."""
-    from hdmap_train.evaluation import validation_threshold
-    from hdmap_train.outputs import package_versions, print_results, write_csv_atomic, write_plots
+    from hdmap_train.console import print_results
+    from hdmap_train.metrics import validation_threshold
+    from hdmap_train.run_plots import write_plots
 
+    start = time.perf_counter()
     run_record = finished_record(run_dir)
     cfg = apply_overrides(run_record["condition"]["config"], overrides)
     keys = [override.key_or_group for override in overrides]
@@ -233,46 +232,62 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
     if from_predictions:
         tests, samples = predictions_again(run_dir, cfg, record_sources(run_record), "data.subgroups" in keys)
     out_dir = new_directory(run_dir, out)
-    OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
-    record = new_record(cfg, out_dir, record_sources(run_record), package_versions())
-    record.update(evaluated_from=str(run_dir.resolve()), best_checkpoint=str(checkpoint), data=run_record.get("data"),
-                  training_info=run_record.get("training_info"),
-                  evaluation={"from_predictions": from_predictions, "overrides": [o.input_line for o in overrides]})
-    with written_however_it_ends(record, out_dir / "metrics.json"):
-        if not from_predictions:
-            collector, samples = predict_again(cfg, checkpoint, out_dir, record)
-            tests, examples, n_examples = {d: collector.scores(d) for d in samples}, collector.examples, collector.n_examples
-            validation = collector.scores("validation") if predict_validation else validation
-            if note := normalisation_note(record["data"], run_record.get("data") or {}):
-                record["evaluation"]["notes"] = [note]
-                log.warning("%s", note)
-        if "evaluation.threshold_quantile" in keys:
-            quantile = cfg.evaluation.threshold_quantile
-            threshold = validation_threshold(validation, quantile)
-        else:  # the run's own threshold, as it was
-            quantile, threshold = run_record["validation"]["threshold_quantile"], float(run_record["validation"]["threshold"])
-        predictions = record_results(record, threshold, quantile, tests, samples)
-        write_csv_atomic(out_dir / "predictions.csv", predictions)
-        if validation is not None:
-            write_csv_atomic(out_dir / VALIDATION_SCORES, validation_table(validation))
-        if cfg.evaluation.plots:
-            write_plots(out_dir / "plots", predictions, record["validation"]["threshold"], record_sources(record), examples, n_examples)
-        record["status"] = "success"
-    print_results(record)
+    handler = log_to_file(out_dir / "evaluate.log")
+    try:
+        OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
+        record = new_record(cfg, out_dir, record_sources(run_record))
+        record.update(evaluated_from=str(run_dir.resolve()), best_checkpoint=str(checkpoint), data=run_record.get("data"),
+                      training_info=run_record.get("training_info"),
+                      evaluation={"from_predictions": from_predictions, "overrides": [o.input_line for o in overrides]})
+        with written_however_it_ends(record, out_dir / RECORD_NAME):
+            if not from_predictions:
+                collector, samples = predict_again(cfg, checkpoint, out_dir, record)
+                tests, examples, n_examples = {d: collector.scores(d) for d in samples}, collector.examples, collector.n_examples
+                validation = collector.scores("validation") if predict_validation else validation
+                if note := normalisation_note(record["data"], run_record.get("data") or {}):
+                    record["evaluation"]["notes"] = [note]
+                    log.warning("%s", note)
+            if "evaluation.threshold_quantile" in keys:
+                quantile = cfg.evaluation.threshold_quantile
+                threshold = validation_threshold(validation, quantile)
+            else:  # the run's own threshold, as it was
+                quantile, threshold = run_record["validation"]["threshold_quantile"], float(run_record["validation"]["threshold"])
+            predictions = record_results(record, threshold, quantile, tests, samples)
+            record["validation"]["threshold_from"] = str(run_dir.resolve())  # the run's own validation images, always
+            write_score_tables(out_dir, predictions, validation)
+            if cfg.evaluation.plots:
+                write_plots(out_dir / "plots", predictions, record["validation"]["threshold"], record_sources(record), examples, n_examples)
+            record["evaluation"]["seconds"] = round(time.perf_counter() - start, 3)
+            record["status"] = "success"
+        print_results(record)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     return record
+
+
+LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"  # the time of each line, as in a run's train.log
+
+
+def log_to_file(path: Path) -> logging.Handler:
+    """Also write this command's log lines into `path` (evaluate.log beside the new metrics.json); the handler."""
+    from hdmap_train.log_file import LogFileHandler
+
+    handler = LogFileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate (exit 0); HdmapError: one line, exit 1; usage errors: exit 2."""
-    return run_command(USAGE, parse_arguments, evaluate_from_arguments, argv)
+    return run_command(COMMAND, evaluate_from_arguments, argv)
 
 
-def evaluate_from_arguments(parsed: tuple[dict, list]) -> RunRecord:
-    """evaluate() with parse_arguments' options and overrides, logging to the terminal."""
-    options, overrides = parsed
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
-    out = None if options.get("out") is None else str(options["out"])
-    return evaluate(Path(str(options["run"])), overrides, out, options.get("from_predictions", False))
+def evaluate_from_arguments(options: dict, overrides: list) -> RunRecord:
+    """evaluate() with the command line's options and overrides, logging to the terminal."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    return evaluate(Path(options["run"]), overrides, options["out"], options["from_predictions"])
 
 
 if __name__ == "__main__":

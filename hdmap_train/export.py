@@ -12,7 +12,6 @@ else of the run is changed. Only light modules are imported until the arguments 
 """
 
 import importlib
-import pickle
 import shutil
 import sys
 import tempfile
@@ -20,14 +19,20 @@ from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from hdmap_train.arguments import Command, Key, run_command
+from hdmap_train.checkpoints import load_model
+from hdmap_train.errors import HdmapError
+from hdmap_train.results import RunRecord
+from hdmap_train.run_dir import best_checkpoint, finished_record
 
-from hdmap_train.errors import HdmapError, run_command
-from hdmap_train.run_dir import RunRecord, best_checkpoint, finished_record
-
-USAGE = """usage: python -m hdmap_train.export run=<run dir> format=onnx|openvino|torch [out=<dir>]
-  writes <out>/model.{onnx,xml+bin,pt} and <out>/export.json (default out: <run dir>/export/<format>/)"""
-ARGUMENTS = ("run", "format", "out")
+COMMAND = Command(
+    "export", "A finished run's best checkpoint as a deployable model (anomalib's export), with export.json: the "
+    "threshold, input size, channels and data normalisation a deployment needs.",
+    (Key("run", "the run directory (holding metrics.json)", required=True, path=True),
+     Key("format", "onnx, openvino or torch", required=True),
+     Key("out", "the output directory (default <run>/export/<format>/)", path=True)),
+    ("run=outputs/2026-11-22/10-00-00_draem_A format=onnx",), bare="run",
+)
 # The packages each format needs beyond hdmap_train's own (torch.onnx's exporter needs onnx and onnxscript).
 PACKAGES = {"torch": (), "onnx": ("onnx", "onnxscript"), "openvino": ("onnx", "onnxscript", "openvino")}
 INSTALL = {"onnx": "pip install -e '.[export]'", "openvino": "pip install -e '.[export]' openvino"}
@@ -38,20 +43,6 @@ LOADING = {
     "onnx": "onnxruntime.InferenceSession('model.onnx').run(['pred_score'], {'input': x})[0]",
     "openvino": "openvino.Core().compile_model('model.xml')(x)['pred_score']",
 }
-
-
-def parse_arguments(args: list[str]) -> dict[str, str]:
-    """run=, format= and optional out= as a dict; HdmapError on anything else."""
-    options = {}
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in ARGUMENTS:
-            raise HdmapError(f"{arg}: export takes {', '.join(f'{k}=' for k in ARGUMENTS)} only")
-        options[key] = value
-    missing = [key for key in ("run", "format") if not options.get(key)]
-    if missing:
-        raise HdmapError(f"{' and '.join(k + '=' for k in missing)} {'is' if len(missing) == 1 else 'are'} required")
-    return options
 
 
 def check_format(fmt: str) -> None:
@@ -68,26 +59,9 @@ def check_format(fmt: str) -> None:
         raise HdmapError(f"format={fmt} needs the package(s) {', '.join(missing)}, not installed: {INSTALL[fmt]}.")
 
 
-def load_model(record: RunRecord, checkpoint: Path):
-    """The run's model (build_model of its config) with the checkpoint's weights and pre-/post-processor, on the CPU."""
-    import torch
-
-    from hdmap_train.models import build_model
-
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model = build_model(OmegaConf.create(record["condition"]["config"]["model"]))
-        model.on_load_checkpoint(state)  # restores the pre- and post-processor as the run used them
-        model.load_state_dict(state["state_dict"])
-    except (RuntimeError, EOFError, OSError, KeyError, pickle.UnpicklingError) as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise HdmapError(f"{checkpoint} cannot be loaded into the run's model ({type(exc).__name__}: {first_line}).") from None
-    return model.eval()
-
-
 def metadata(run_dir: Path, record: RunRecord, checkpoint: Path, fmt: str, files: list[str], model) -> dict:
     """export.json: how to feed the exported model, how to read its score, and where it came from."""
-    from hdmap_train.outputs import package_versions
+    from hdmap_train.results import package_versions
 
     data = record["data"]
     height, width = data["image_size"]
@@ -129,21 +103,21 @@ def metadata(run_dir: Path, record: RunRecord, checkpoint: Path, fmt: str, files
 
 def export(run_dir: Path, fmt: str, out: str | None = None) -> tuple[Path, dict]:
     """Export the run's best checkpoint as `fmt` into out (default <run>/export/<fmt>/): (that directory, export.json)."""
-    from hdmap_train.outputs import write_json_atomic
+    from hdmap_train.atomic_files import write_json_atomic
 
     check_format(fmt)
     record = finished_record(run_dir)
-    checkpoint = best_checkpoint(run_dir, record, "nothing to export")
     channels = record["data"]["channels"]
     if fmt != "torch" and channels != 3:
         raise HdmapError(f"{run_dir} was trained with data.channels={channels}; anomalib's {fmt} export traces a "
                          "3-channel input, so only format=torch exports it.")
+    checkpoint = best_checkpoint(run_dir, record, "nothing to export")
     out_dir = Path(out) if out is not None else run_dir / "export" / fmt
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HdmapError(f"Cannot create out={out_dir} ({exc.strerror}): choose a writable directory.") from None
-    model = load_model(record, checkpoint)
+    model = load_model(record["condition"]["config"]["model"], checkpoint)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
         size = tuple(record["data"]["image_size"])
         if fmt == "torch":
@@ -163,12 +137,13 @@ def export(run_dir: Path, fmt: str, out: str | None = None) -> tuple[Path, dict]
 
 def main(argv: list[str] | None = None) -> int:
     """Export (exit 0); HdmapError: one line, exit 1; usage errors: exit 2."""
-    return run_command(USAGE, parse_arguments, export_from_arguments, argv)
+    return run_command(COMMAND, export_from_arguments, argv)
 
 
-def export_from_arguments(options: dict[str, str]) -> None:
-    """export() with parse_arguments' options; prints where the model and its metadata are."""
-    out_dir, info = export(Path(options["run"]), options["format"], options.get("out"))
+def export_from_arguments(options: dict, overrides: list) -> None:
+    """export() with the command line's options; prints where the model and its metadata are."""
+    del overrides
+    out_dir, info = export(Path(options["run"]), str(options["format"]), options["out"])
     print(f"{info['format']} model: {out_dir / info['model_file']}")
     print(f"metadata: {out_dir / 'export.json'} (threshold {info['threshold']:.6g}: fault if pred_score > threshold)")
 

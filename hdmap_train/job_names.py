@@ -28,6 +28,8 @@ RESULT_NEUTRAL_OVERRIDE_KEYS = (
     "optimized_metric",             # what a sweep job returns to the sweeper
     "gpus_per_job",
     "jobs_per_gpu",
+    "threads",                      # how many CPU threads compute it
+    "logger",                       # where values are logged besides metrics.json
     "evaluation.plots",             # pictures only
     "trainer.enable_progress_bar",
     "data.num_workers",
@@ -141,14 +143,23 @@ def comparable_config(config: dict) -> dict:
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts (sorted), e.g. ['data.root', 'seed']."""
+    """Dotted keys whose values differ between two config dicts (sorted), e.g. ['data.root', 'seed'].
+
+    A key that only one side has, at null, false or {} there, is no difference: keys are added with a default that
+    keeps the old behaviour (data.layout: null, model.random_weights: false), so a record written before one was
+    added is still the same config.
+    """
     keys = sorted(set(a) | set(b))
     found = []
     for key in keys:
         left, right = a.get(key), b.get(key)
         if isinstance(left, dict) and isinstance(right, dict):
             found += config_differences(left, right, f"{prefix}{key}.")
-        elif left != right or (key in a) != (key in b):
+        elif (key in a) != (key in b):
+            added = left if key in a else right
+            if not (added is None or added is False or added == {}):
+                found.append(f"{prefix}{key}")
+        elif left != right:
             found.append(f"{prefix}{key}")
     return found
 

@@ -1,121 +1,37 @@
-"""The owner of a run directory: the metrics.json record, the lock against a second run, what an earlier
-attempt left there, checkpoint checks.
-
-The record (RunRecord) is the one description of metrics.json: every writer and reader uses it.
+"""The owner of a run directory: the lock against a second run, what an earlier attempt left there (its record,
+its checkpoints), checkpoint checks. The record itself (metrics.json) is hdmap_train.results'.
 
 One run directory holds one run. `claim` takes an exclusive lock (`.run.lock`, or `.sweep.lock` for a
 sweep directory) that the operating system frees when the process ends, killed or not, so a second
 run into a live run's directory stops at once, and a directory left by a killed run is free again.
-`RunDirectoryGuard` (a Hydra callback) claims the directory before Hydra writes anything into it.
+`hydra_callbacks.RunDirectoryGuard` claims the directory before Hydra writes anything into it.
 
 An earlier attempt in the directory is one of: a successful record of the same config (not trained
-again), a `checkpoints/last.ckpt` (training resumes from it), or nothing usable. A metrics.json that
-cannot be read is kept aside under another name, never silently overwritten or trusted.
+again), a `checkpoints/last.ckpt` written by the same config (training resumes from it), or nothing usable.
+A metrics.json that cannot be read, and checkpoints of another config, are kept aside under another name,
+never silently overwritten or trusted; a run that trains anew starts with no checkpoint in `checkpoints/`.
 """
 
 import fcntl
-import json
 import logging
 import os
 import socket
-import sys
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypedDict
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hdmap_train.domains import source_label
+from hdmap_train.checkpoints import RESUME_NEUTRAL_KEYS, read_stamp, stamp_differences
 from hdmap_train.errors import HdmapError
 from hdmap_train.job_names import comparable_config, config_differences
+from hdmap_train.results import RECORD_NAME, RunRecord, load_record
 
 log = logging.getLogger(__name__)
 
 RUN_LOCK, SWEEP_LOCK = ".run.lock", ".sweep.lock"
-RECORD_NAME = "metrics.json"
 
 
-class DomainResult(TypedDict, total=False):
-    """Metrics of one evaluated domain (hdmap_train.evaluation.image_metrics, plus `domain` and `subgroups`)."""
-
-    domain: str
-    image_AUROC: float | None
-    image_AUPR: float | None
-    image_F1Score: float
-    image_precision: float
-    image_recall: float
-    image_accuracy: float
-    image_FPR: float
-    threshold: float
-    oracle_F1Score: float | None
-    oracle_threshold: float | None
-    TPR_at_FPR_1pct: float | None
-    TPR_at_FPR_5pct: float | None
-    n_samples: int
-    n_normal: int
-    n_fault: int
-    subgroups: dict[str, dict]
-
-
-class RunRecord(TypedDict, total=False):
-    """metrics.json: written with status "failed" first and "success" only once every step worked."""
-
-    status: str  # success | failed
-    error: str | None
-    condition: dict  # name, model, config (the full resolved config)
-    source_domain: str  # domain_X, or domain_A+domain_B for several source domains
-    source_domains: list[str]  # several source domains only: [domain_A, domain_B]
-    experiment_path: str  # the run directory
-    timestamp: str
-    versions: dict[str, str]
-    data: dict  # hdmap_train.data.datamodule summary(): root, manifest, split sizes, normalisation, ...
-    training_info: dict  # epochs, losses per epoch, images per epoch, fit/test/report seconds, attempts
-    best_checkpoint: str
-    validation: dict  # threshold_quantile, threshold
-    source_results: DomainResult  # several sources: their test sets pooled (domain = the source_domain label)
-    source_domain_results: dict[str, DomainResult]  # several sources only: each source domain's test set
-    target_results: dict[str, DomainResult]
-    avg_target_auroc: float | None
-    hmean_target_auroc: float | None  # harmonic mean of the target AUROCs
-    hmean_auroc: float | None  # harmonic mean over source and targets
-    transfer_ratio: float | None
-    transfer_ratio_note: str | None  # why transfer_ratio is null (source AUROC at or below chance, no targets)
-    efficiency: dict  # hdmap_train.efficiency.run_efficiency: parameters, inference images/s, peak memory, memory bank
-
-
-@contextmanager
-def written_however_it_ends(record: RunRecord, path: Path) -> Iterator[RunRecord]:
-    """The block fills the record; however it ends, the record is written to `path` atomically, an exception's
-    type and message as its `error` unless the block set one (it then says "success" only if the block did).
-    """
-    from hdmap_train.outputs import write_json_atomic
-
-    try:
-        yield record
-    except BaseException as exc:
-        record["error"] = record.get("error") or f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        write_json_atomic(path, record)
-
-
-def new_record(cfg: DictConfig, run_dir: Path, sources: list[str], versions: dict[str, str]) -> RunRecord:
-    """The record of a run that has not succeeded yet; sources: the source domain folders (source_domains)."""
-    return RunRecord(
-        condition={"name": cfg.name, "model": cfg.model.name, "config": OmegaConf.to_container(cfg, resolve=True)},
-        status="failed",
-        error=None,
-        source_domain=source_label(sources),
-        **({"source_domains": list(sources)} if len(sources) > 1 else {}),
-        experiment_path=str(run_dir),
-        timestamp=datetime.now().isoformat(timespec="seconds"),
-        versions=versions,
-    )
 _held: list[int] = []  # lock file descriptors, open for this process's lifetime
 
 
@@ -143,35 +59,27 @@ def claim(directory: Path, lock_name: str = RUN_LOCK) -> None:
     _held.append(fd)
 
 
-class RunDirectoryGuard(Callback):
-    """Hydra callback: claim the run (or sweep) directory before Hydra writes its config and log into it."""
+HYDRA_ONLY = {".hydra", "train.log", RUN_LOCK}  # what Hydra and the lock put into a run folder before the run starts
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        del kwargs
-        self._claim(config, "hydra.run.dir", RUN_LOCK)
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        del kwargs
-        self._claim(config, "hydra.sweep.dir", SWEEP_LOCK)
+def discard_unused(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing but HYDRA_ONLY (a run stopped by a config error); a folder holding
+    anything else (an earlier run's results) is left as it is.
+    """
+    import shutil
 
-    @staticmethod
-    def _claim(config: DictConfig, key: str, lock_name: str) -> None:
-        HydraConfig.instance().set_config(config)
-        try:
-            claim(Path(str(OmegaConf.select(config, key))).absolute(), lock_name)
-        except HdmapError as exc:  # Hydra would turn an exception here into a warning and go on
-            print(f"[ERROR] {exc}", file=sys.stderr)  # Hydra's own log format here has no level
-            sys.exit(1)
+    if run_dir.is_dir() and not {path.name for path in run_dir.iterdir()} - HYDRA_ONLY:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def check_checkpoint(path: Path, origin: str) -> None:
     """Stop with one line when `path` is not a complete checkpoint (missing, truncated, corrupt); torch not needed.
 
-    origin: how the path was chosen, for the message ("ckpt_path" or "resume").
+    origin: how the path was chosen, for the message ("ckpt_path", "resume" or "run": a finished run's).
     """
-    fix = "pass another ckpt_path=<file> or ckpt_path=null" if origin == "ckpt_path" else (
-        f"delete it (rm {path}) to train this run from scratch"
-    )
+    fix = {"ckpt_path": "pass another ckpt_path=<file> or ckpt_path=null",
+           "resume": f"delete it (rm {path}) to train this run from scratch",
+           "run": "train the run again, or restore the file"}[origin]
     if not path.is_file():
         raise HdmapError(f"Checkpoint {path} (ckpt_path) does not exist: {fix}.")
     try:
@@ -182,7 +90,7 @@ def check_checkpoint(path: Path, origin: str) -> None:
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         broken = str(exc)
     if broken is not None:
-        found = "found on resume" if origin == "resume" else "given as ckpt_path"
+        found = {"resume": "found on resume", "ckpt_path": "given as ckpt_path", "run": "the run's best checkpoint"}[origin]
         raise HdmapError(f"Checkpoint {path} ({found}) is truncated or corrupt ({broken}): {fix}.")
 
 
@@ -192,10 +100,7 @@ def read_record(run_dir: Path) -> RunRecord | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
-        if not isinstance(record, dict) or not {"status", "condition"} <= record.keys():
-            raise ValueError("not a hdmap_train record")
-        return record
+        return load_record(path)
     except (ValueError, UnicodeDecodeError) as exc:
         kept = path.with_name(f"metrics.corrupt-{datetime.now():%Y%m%d-%H%M%S}.json")
         os.replace(path, kept)
@@ -207,8 +112,18 @@ def earlier_attempt(cfg: DictConfig, run_dir: Path) -> tuple[RunRecord | None, s
     """What an earlier invocation left in run_dir: its successful record, or a last checkpoint to resume from.
 
     A failed record of another config (result-neutral keys aside) is ignored: the run starts over. A
-    successful record of another config is never overwritten: HdmapError names the differing keys.
+    successful record of another config is never overwritten: HdmapError names the differing keys. A run that
+    starts over finds no checkpoint in checkpoints/ (they are set aside), unless ckpt_path names one there.
     """
+    given = cfg.get("ckpt_path")
+    checkpoints = run_dir / "checkpoints"
+    if given and Path(given).absolute().parent == checkpoints.absolute():
+        checkpoints = None  # the user resumes from one of them by hand: nothing is moved
+
+    def set_aside(why: str) -> None:
+        if checkpoints is not None:
+            set_aside_checkpoints(run_dir, why)
+
     record = read_record(run_dir)
     if record is not None:
         differences = config_differences(
@@ -221,19 +136,42 @@ def earlier_attempt(cfg: DictConfig, run_dir: Path) -> tuple[RunRecord | None, s
             )
             raise HdmapError(msg)
         if differences:
-            log.warning("%s was written with another config; training from scratch", run_dir / "metrics.json")
+            log.warning("%s was written with another config; training from scratch", run_dir / RECORD_NAME)
+            set_aside("of another config")
             return None, None
         if record["status"] == "success":
             return record, None
     last = run_dir / "checkpoints" / "last.ckpt"
-    return None, str(last) if last.is_file() else None
+    if last.is_file():
+        try:
+            differs = stamp_differences(read_stamp(last), OmegaConf.to_container(cfg, resolve=True), RESUME_NEUTRAL_KEYS)
+        except Exception:  # unreadable: the resume check names the file and the fix
+            return None, str(last)
+        if differs is None:
+            return None, str(last)
+        set_aside(f"of another config ({', '.join(differs[:5]) or 'written without a config stamp'})")
+    else:
+        set_aside("without a last.ckpt to resume from")
+    return None, None
+
+
+def set_aside_checkpoints(run_dir: Path, why: str) -> None:
+    """Rename a non-empty run_dir/checkpoints to checkpoints.set-aside-<time>/ (with a warning), so training anew starts
+    with none there (no best-v1.ckpt beside a stale best.ckpt, no stale last.ckpt resumed later).
+    """
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    kept = folder.with_name(f"checkpoints.set-aside-{datetime.now():%Y%m%d-%H%M%S-%f}")
+    os.replace(folder, kept)
+    log.warning("%s holds checkpoints %s; kept as %s, training from scratch", folder, why, kept.name)
 
 
 def finished_record(run_dir: Path) -> RunRecord:
     """The run's metrics.json, which must say success (read only: an unreadable one is reported, never moved)."""
-    path = run_dir / "metrics.json"
+    path = run_dir / RECORD_NAME
     try:
-        record = json.loads(path.read_text())
+        record = load_record(path)
     except (OSError, ValueError) as exc:
         raise HdmapError(f"{path} cannot be read ({exc}): run= must be a run directory holding metrics.json.") from None
     if record.get("status") != "success":
@@ -242,11 +180,32 @@ def finished_record(run_dir: Path) -> RunRecord:
 
 
 def best_checkpoint(run_dir: Path, record: RunRecord, without_it: str) -> Path:
-    """The finished run's best checkpoint: as recorded, or under <run>/checkpoints/ when the run was moved; HdmapError
-    saying `without_it` (what can still be done) when it is gone.
+    """The finished run's best checkpoint: under <run>/checkpoints/ first (a copied or moved run has its own), else
+    as recorded; HdmapError saying `without_it` (what can still be done) when it is gone, and one line when it is
+    damaged or was written by another config (a checkpoint outside the run must carry the run's config stamp).
     """
     recorded = Path(record.get("best_checkpoint") or "best.ckpt")
-    for path in (recorded, run_dir / "checkpoints" / recorded.name):
-        if path.is_file():
-            return path
-    raise HdmapError(f"The best checkpoint {recorded} of {run_dir} is missing (also under {run_dir / 'checkpoints'}); {without_it}.")
+    own = run_dir / "checkpoints" / recorded.name
+    path = next((p for p in (own, recorded) if p.is_file()), None)
+    if path is None:
+        raise HdmapError(f"The best checkpoint {recorded} of {run_dir} is missing (also under {run_dir / 'checkpoints'}); {without_it}.")
+    check_checkpoint(path, "run")
+    try:
+        differs = stamp_differences(read_stamp(path), (record.get("condition") or {}).get("config") or {})
+    except Exception as exc:  # a zip whose pickle cannot be read
+        raise HdmapError(f"Checkpoint {path} is truncated or corrupt ({exc}): train the run again, or restore the file.") from None
+    if differs is None or (not differs and path == own):  # own checkpoints of runs before the stamp carry none
+        return path
+    why = f"it differs in {', '.join(differs[:5])}" if differs else "it carries no config stamp and lies outside the run"
+    raise HdmapError(f"Checkpoint {path} was not written by the run {run_dir} ({why}): refused; copy the run's own "
+                     f"checkpoints/ into {run_dir / 'checkpoints'}, or train the run again.")
+
+
+def interruption_message(run_dir: Path, engine) -> str:
+    """What an interrupted run says: when it stopped and how to resume it."""
+    if engine is None or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return "Interrupted (Ctrl-C) before a training epoch was saved; run the command again to start over."
+    return (
+        f"Interrupted (Ctrl-C) during training after epoch {engine.trainer.current_epoch}. To resume, run the same "
+        f"command with hydra.run.dir={run_dir} (it continues from checkpoints/last.ckpt)."
+    )

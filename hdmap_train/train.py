@@ -5,6 +5,8 @@ Lightning and anomalib are imported; `run` imports them once a run really starts
 """
 
 import logging
+import os
+import signal
 import sys
 import time
 from concurrent.futures import Future
@@ -13,68 +15,41 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hdmap_train.background_pictures import jobs_run_here
-from hdmap_train.devices import job_devices
-from hdmap_train.domains import (
-    HDMAP_DOMAINS,
-    SEVERAL_SOURCES_NORMALIZATION,
-    domain_folder,
-    domain_problems,
-    record_sources,
-    shared_normalization,
-    source_domains,
-    source_list,
-)
+from hdmap_train.checkpoints import RESUME_NEUTRAL_KEYS, STORAGE_ERRORS, read_stamp, stamp_differences, storage_message
+from hdmap_train.checks import check_config
+from hdmap_train.devices import JOBLIB_LAUNCHER, job_devices, parallel_jobs
+from hdmap_train.domains import record_sources, source_domains, source_list
 from hdmap_train.errors import HdmapError
-from hdmap_train.run_dir import RunRecord, check_checkpoint, earlier_attempt, new_record, written_however_it_ends
+from hdmap_train.results import (
+    RECORD_NAME,
+    RunRecord,
+    metric_value,
+    new_record,
+    record_results,
+    write_score_tables,
+    written_however_it_ends,
+)
+from hdmap_train.run_dir import check_checkpoint, discard_unused, earlier_attempt, interruption_message
 from hdmap_train.startup import heavy_imports
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-VALIDATION_SCORES = "validation_scores.csv"  # the run's validation scores (hdmap_train.evaluate re-thresholds them)
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Reject invalid values before anything runs, naming the key and the fix."""
-    problems = []
-    if not (isinstance(cfg.trainer.max_epochs, int) and cfg.trainer.max_epochs >= 1):
-        problems.append(f"trainer.max_epochs={cfg.trainer.max_epochs} must be a positive integer (model.max_epochs sets it)")
-    if not 0.0 < float(cfg.data.val_fraction) < 1.0:
-        problems.append(f"data.val_fraction={cfg.data.val_fraction} must lie strictly between 0 and 1 (e.g. 0.1)")
-    if not 0.0 < float(cfg.evaluation.threshold_quantile) <= 1.0:
-        problems.append(f"evaluation.threshold_quantile={cfg.evaluation.threshold_quantile} must be in (0, 1]")
-    for key in ("train_batch_size", "eval_batch_size"):
-        if not int(cfg.data[key]) >= 1:
-            problems.append(f"data.{key}={cfg.data[key]} must be at least 1")
-    size = cfg.data.image_size
-    if len(size) != 2 or any(int(s) < 1 for s in size):
-        problems.append(f"data.image_size={list(size)} must be [height, width] with positive integers")
-    if cfg.model.monitor_mode not in ("min", "max"):
-        problems.append(f"model.monitor_mode={cfg.model.monitor_mode} must be 'min' (a loss) or 'max' (e.g. an AUROC)")
-    if cfg.model.monitor is not None and not int(cfg.model.early_stopping_patience or 0) >= 1:
-        problems.append(f"model.early_stopping_patience={cfg.model.early_stopping_patience} must be at least 1")
-    if cfg.data.synthetic is None and cfg.data.root and not Path(cfg.data.root).expanduser().is_dir():
-        problems.append(f"Dataset root {cfg.data.root} does not exist: set data.root=<dir> (or HDMAP_ROOT), or use data=synthetic")
-    problems += domain_problems(cfg.domain.source, list(cfg.domain.targets), dataset_domains(cfg.data))
-    normalization = cfg.data.normalization
-    if len(source_domains(cfg.domain.source)) > 1 and not shared_normalization(normalization.mode, normalization.stats):
-        problems.append(SEVERAL_SOURCES_NORMALIZATION)
-    if problems:
-        raise HdmapError("Invalid configuration: " + "; ".join(problems) + ".")
-
-
-def dataset_domains(data: DictConfig) -> list[str] | None:
-    """The domain folders of the dataset (data.synthetic's domains, or data.root's domain_* folders); None when the
-    root is not there (check_config names that itself).
+def check_resumed_checkpoint(cfg: DictConfig, run_dir: Path) -> None:
+    """cfg.ckpt_path is a complete checkpoint, and not one stamped by another config (which would resume the other
+    config's optimizer state under this run's record); HdmapError naming the fix otherwise.
     """
-    if data.synthetic is not None:
-        return [domain_folder(str(name)) for name in data.synthetic.get("domains", HDMAP_DOMAINS)]
-    root = Path(data.root).expanduser() if data.root else None
-    if root is None or not root.is_dir():
-        return None
-    return sorted(path.name for path in root.iterdir() if path.is_dir() and path.name.startswith("domain_"))
+    path = Path(cfg.ckpt_path)
+    origin = "resume" if path == run_dir / "checkpoints" / "last.ckpt" else "ckpt_path"
+    check_checkpoint(path, origin)
+    differs = stamp_differences(read_stamp(path), OmegaConf.to_container(cfg, resolve=True), RESUME_NEUTRAL_KEYS)
+    if differs:
+        raise HdmapError(f"Checkpoint {path} was written by another config (it differs in {', '.join(differs[:5])}): it "
+                         "is not resumed; pass a checkpoint of this config, or ckpt_path=null to train from scratch.")
 
 
 def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) -> RunRecord:
@@ -86,26 +61,30 @@ def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) ->
     pictures and the record is written with "success" once they are done (hdmap_train.background_pictures).
     """
     from hdmap_train.background_pictures import PICTURES_PENDING, start_helper, write_when_drawn
-    from hdmap_train.outputs import package_versions  # light: package metadata
 
-    record = new_record(cfg, run_dir, source_domains(cfg.domain.source), package_versions())
+    record = new_record(cfg, run_dir, source_domains(cfg.domain.source))
     engine = pictures = None
-    with written_however_it_ends(record, run_dir / "metrics.json"):
+    with written_however_it_ends(record, run_dir / RECORD_NAME):
         try:
             check_config(cfg)
             if cfg.ckpt_path:
-                last = run_dir / "checkpoints" / "last.ckpt"
-                check_checkpoint(Path(cfg.ckpt_path), "resume" if Path(cfg.ckpt_path) == last else "ckpt_path")
+                check_resumed_checkpoint(cfg, run_dir)
             # The heavy imports (torch, Lightning, anomalib) happen here, once the config is known to be sound.
             with heavy_imports():
                 import lightning as L
 
+                from hdmap_train.console import data_line
                 from hdmap_train.data.datamodule import build_datamodule
                 from hdmap_train.efficiency import PeakMemory, run_efficiency
-                from hdmap_train.engine import build_engine, predict_all, training_info
+                from hdmap_train.engine import build_engine, predict_all, run_loggers, training_info
                 from hdmap_train.models import build_model
-                from hdmap_train.outputs import data_line
+                from hdmap_train.weights import weights_record
 
+            from hdmap_train import quiet
+            from hdmap_train.threads import apply_threads
+
+            quiet.install()  # Lightning's and anomalib's lines that say nothing about this run
+            apply_threads(cfg.get("threads"))
             if pictures_in_background:
                 start_helper()  # its imports overlap training
             L.seed_everything(cfg.seed, workers=True)
@@ -115,7 +94,8 @@ def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) ->
             record["data"] = datamodule.summary()  # incl. the dataset's manifest reference (path, sha256, mapping)
             log.info("%s", data_line(record["data"]))
             model = build_model(cfg.model)
-            engine, checkpoint, history = build_engine(cfg, run_dir)
+            record["weights"] = weights_record(cfg.model)  # "random", "none" or each pretrained file with its sha256
+            engine, checkpoint, history = build_engine(cfg, run_dir, run_loggers(cfg))
 
             engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
             record["training_info"] = training_info(cfg, engine, history)
@@ -124,9 +104,10 @@ def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) ->
                 raise RuntimeError("Training saved no checkpoint (no completed epoch?); nothing to evaluate.")
             record["best_checkpoint"] = best
             info = record["training_info"]
-            log.info("Training %s after %d epoch(s), %.1f s; best checkpoint %s (%s %s)", info["completion_type"],
-                     info["last_trained_epoch"], info["fit_seconds"], best, cfg.model.monitor or "no monitor",
-                     "n/a" if info["best_monitor_value"] is None else f"{info['best_monitor_value']:.5g}")
+            selected = ("the last epoch: no monitor" if info["best_monitor_value"] is None
+                        else f"{cfg.model.monitor} {info['best_monitor_value']:.5g}")
+            log.info("Training %s after %d epoch(s), %.1f s; best checkpoint %s (%s)", info["completion_type"],
+                     info["last_trained_epoch"], info["fit_seconds"], best, selected)
 
             start = time.perf_counter()
             reload = not checkpoint.holds_best(engine.trainer)  # else the same tensors: reloading would change nothing
@@ -136,7 +117,7 @@ def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) ->
             record["training_info"]["test_seconds"] = round(time.perf_counter() - start, 3)
             record["efficiency"] = run_efficiency(model, engine.trainer, memory)
             test_samples = {domain: ds.samples for domain, ds in datamodule.test_data.items()}
-            pictures = report(cfg, run_dir, record, collector, test_samples, engine, pictures_in_background)
+            pictures = write_outputs(cfg, run_dir, record, collector, test_samples, engine, pictures_in_background)
             if pictures is None:
                 record["status"] = "success"
             else:
@@ -149,53 +130,23 @@ def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) ->
             raise HdmapError(interrupted) from None
     if pictures is not None:
         record["status"], record["error"] = "success", None
-        write_when_drawn(pictures, record, run_dir / "metrics.json")
-    from hdmap_train.outputs import print_results
+        write_when_drawn(pictures, record, run_dir / RECORD_NAME)
+    from hdmap_train.console import print_results
 
     print_results(record)
     return record
 
 
-def record_results(record: RunRecord, threshold: float, quantile: float, tests: dict, test_samples: dict):
-    """The threshold (the `quantile` of validation scores it came from), source/target results and domain-shift
-    numbers into the record; returns the predictions table (predictions.csv). test_samples: {domain: samples},
-    sources first.
-
-    Several source domains: source_results pools their test sets, source_domain_results holds each of them.
-    """
-    from hdmap_train.evaluation import domain_metrics, evaluate_domains, record_transfer_metrics
-
-    predictions, results = evaluate_domains(threshold, tests, test_samples)
-    sources = record_sources(record)
-    record["validation"] = {"threshold_quantile": quantile, "threshold": threshold}
-    if len(sources) == 1:
-        record["source_results"] = results.pop(sources[0])
-    else:
-        pooled = predictions[predictions["domain"].isin(sources)]
-        record["source_results"] = domain_metrics(record["source_domain"], pooled, threshold)
-        record["source_domain_results"] = {domain: results.pop(domain) for domain in sources}
-    record["target_results"] = results
-    # avg_target_auroc, hmean_target_auroc, hmean_auroc, transfer_ratio (+ note: null at or below chance, no targets)
-    record.update(record_transfer_metrics(record))
-    return predictions
-
-
-def validation_table(validation):
-    """validation_scores.csv: image_path, label, anomaly_score of every validation image (new thresholds, no model)."""
-    import pandas as pd
-
-    return pd.DataFrame({"image_path": validation.paths, "label": validation.labels, "anomaly_score": validation.scores})
-
-
-def report(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_samples: dict, engine,
-           pictures_in_background: bool = False) -> Future | None:
+def write_outputs(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_samples: dict, engine,
+                  pictures_in_background: bool = False) -> Future | None:
     """Evaluate the collected scores into the record, then write predictions.csv, validation_scores.csv, TensorBoard
     and the pictures (plots/ and their TensorBoard images); returns the Future of the pictures when a helper
     process draws them (pictures_in_background), else None.
     """
     from hdmap_train.background_pictures import draw
-    from hdmap_train.evaluation import validation_threshold
-    from hdmap_train.outputs import log_to_tensorboard, run_hparams, write_csv_atomic, write_pictures
+    from hdmap_train.engine import tensorboard_logger
+    from hdmap_train.metrics import validation_threshold
+    from hdmap_train.tensorboard_log import log_to_tensorboard, run_hparams, write_pictures
 
     validation = collector.scores("validation")
     tests = {domain: collector.scores(domain) for domain in test_samples}
@@ -204,9 +155,8 @@ def report(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_sa
     predictions = record_results(record, threshold, quantile, tests, test_samples)
 
     start = time.perf_counter()
-    write_csv_atomic(run_dir / "predictions.csv", predictions)
-    write_csv_atomic(run_dir / VALIDATION_SCORES, validation_table(validation))
-    logger, step = engine.trainer.logger, engine.trainer.global_step
+    write_score_tables(run_dir, predictions, validation)
+    logger, step = tensorboard_logger(engine.trainer), engine.trainer.global_step
     log_to_tensorboard(logger, record, run_hparams(cfg), step)
     pending = None
     if cfg.evaluation.plots:
@@ -220,27 +170,76 @@ def report(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, test_sa
     return pending
 
 
-def interruption_message(run_dir: Path, engine) -> str:
-    """What an interrupted run says: when it stopped and how to resume it."""
-    if engine is None or not (run_dir / "checkpoints" / "last.ckpt").is_file():
-        return "Interrupted (Ctrl-C) before a training epoch was saved; run the command again to start over."
-    return (
-        f"Interrupted (Ctrl-C) during training after epoch {engine.trainer.current_epoch}. To resume, run the same "
-        f"command with hydra.run.dir={run_dir} (it continues from checkpoints/last.ckpt)."
-    )
+def parallel_worker(hydra_cfg: DictConfig) -> bool:
+    """Whether this job runs in a worker process of the joblib launcher beside other jobs (hydra/launcher=gpus)."""
+    launcher = hydra_cfg.launcher.get("_target_")
+    return (hydra_cfg.mode == RunMode.MULTIRUN and launcher == JOBLIB_LAUNCHER
+            and parallel_jobs(int(hydra_cfg.launcher.n_jobs)) > 1)
 
 
-def metric_value(record: RunRecord, key: str) -> float | None:
-    """The value of a dotted metrics.json key (cfg.optimized_metric) in a run record."""
-    value = record
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise HdmapError(
-                f"optimized_metric={key} is not a key of metrics.json: use e.g. avg_target_auroc, "
-                "source_results.image_AUROC or target_results.domain_B.image_F1Score."
-            )
-        value = value[part]
-    return None if value is None else float(value)
+def run_isolated(cfg: DictConfig, run_dir: Path) -> RunRecord | None:
+    """`run` in a forked child process; the record, or None when the run failed (the child logged its line).
+
+    A worker whose process dies (kill -9, out of memory) would end joblib's whole pool, and with it every other
+    running job. Here only the child dies: the job is recorded as failed with the signal, and the worker serves
+    the sweep's other jobs. The child claims the job folder (its .run.lock names the child's pid).
+    """
+    from hdmap_train.atomic_files import write_json_atomic
+    from hdmap_train.run_dir import claim, read_record
+
+    with heavy_imports():  # once per worker: each job's child inherits them
+        import anomalib.models  # noqa: F401
+        import lightning  # noqa: F401
+    pid = os.fork()
+    if pid == 0:  # the child: run, then leave without running the worker's exit handlers
+        code = 1
+        try:
+            end_with_parent()
+            claim(run_dir)
+            run(cfg, run_dir)
+            code = 0
+        except HdmapError as exc:
+            log.error("%s", exc)
+        except BaseException:
+            log.exception("Run failed; details in %s", run_dir / "train.log")
+        finally:
+            logging.shutdown()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        killed = signal.Signals(os.WTERMSIG(status)).name
+        message = (f"The job's process {pid} was killed by {killed} (kill -9, or out of memory): run the sweep again "
+                   f"into its directory to redo the job (it resumes from checkpoints/last.ckpt).")
+        record = new_record(cfg, run_dir, source_domains(cfg.domain.source))
+        record["error"] = message
+        write_json_atomic(run_dir / RECORD_NAME, record)
+        log.error("%s", message)
+        return None
+    record = read_record(run_dir)
+    return record if os.WEXITSTATUS(status) == 0 and record is not None and record["status"] == "success" else None
+
+
+def end_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent (the worker) ends, so a stopped sweep leaves no orphan job."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def size_text(cfg: DictConfig, choices: dict) -> str:
+    """'size=cpu (image 32x96)', or 'image 32x96 (set by experiment=quickstart)' when the experiment sets the image size
+    (it wins over size=, which then says nothing about the image).
+    """
+    image = "x".join(map(str, cfg.data.image_size))
+    experiment = choices.get("experiment")
+    if experiment and (CONF_DIR / "experiment" / f"{experiment}.yaml").is_file():
+        values = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml")
+        if any(OmegaConf.select(values, key) is not None for key in ("model.image_size", "data.image_size")):
+            return f"image {image} (set by experiment={experiment})"
+    return f"size={choices.get('size')} (image {image})"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -254,26 +253,42 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.output_dir)  # this run's directory (hydra.run.dir, or the sweep job's folder)
     choices = hydra_cfg.runtime.choices
     log.info(
-        "Config %s: model=%s size=%s (image %s) domain=%s -> %s data=%s (root %s) experiment=%s name=%s | overrides: %s",
-        run_dir / (hydra_cfg.output_subdir or ".hydra") / "config.yaml", cfg.model.name, choices.get("size"),
-        "x".join(map(str, cfg.data.image_size)), "+".join(source_list(cfg.domain.source)), ",".join(map(str, cfg.domain.targets)),
+        "Config %s: model=%s %s domain=%s -> %s data=%s (root %s) experiment=%s name=%s | overrides: %s",
+        run_dir / (hydra_cfg.output_subdir or ".hydra") / "config.yaml", cfg.model.name, size_text(cfg, choices),
+        "+".join(source_list(cfg.domain.source)), ",".join(map(str, cfg.domain.targets)),
         choices.get("data"), f"generated into {cfg.data.cache_dir}" if cfg.data.synthetic else cfg.data.root,
         choices.get("experiment"), cfg.name, " ".join(hydra_cfg.overrides.task) or "none",
     )
+    if hydra_cfg.mode == RunMode.RUN:
+        try:
+            check_config(cfg)  # before anything is written: a config error leaves no run folder behind
+        except HdmapError as exc:
+            log.error("%s", exc)
+            discard_unused(run_dir)
+            sys.exit(1)
     try:
         record, resume_from = earlier_attempt(cfg, run_dir)
         if record is not None:
-            log.info("Already done, not trained again: %s", run_dir / "metrics.json")
+            log.info("Already done, not trained again: %s", run_dir / RECORD_NAME)
         else:
             if resume_from and cfg.ckpt_path is None:
                 log.info("Resuming training from %s", resume_from)
                 with open_dict(cfg):
                     cfg.ckpt_path = resume_from
             with job_devices(hydra_cfg, cfg.gpus_per_job, cfg.jobs_per_gpu):
-                record = run(cfg, run_dir, pictures_in_background=cfg.evaluation.plots and jobs_run_here(hydra_cfg))
+                if parallel_worker(hydra_cfg):
+                    record = run_isolated(cfg, run_dir)
+                    if record is None:
+                        return None  # failed: the child logged its line and wrote the record
+                else:
+                    record = run(cfg, run_dir, pictures_in_background=cfg.evaluation.plots and jobs_run_here(hydra_cfg))
         return metric_value(record, cfg.optimized_metric) if hydra_cfg.mode == RunMode.MULTIRUN else None
     except HdmapError as exc:
         log.error("%s", exc)
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        log.error("%s", storage_message(exc))
     except Exception:
         log.exception("Run failed; details in %s", run_dir / "train.log")
     if hydra_cfg.mode == RunMode.RUN:

@@ -1,5 +1,6 @@
 """`python -m hdmap_train.compare`: paired bootstrap of AUROC differences, Wilcoxon test, mean ranks, refusals."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from hdmap_train.compare import main
 from hdmap_train.sweep.comparison import paired_difference, resampled_auroc
-from helpers.sweeps import DOMAINS, write_job
+from helpers.sweeps import DOMAINS, squeezed, write_job
 
 
 def write_predictions(job: Path, shift: float, seed: int, n: int = 15, rename: str | None = None) -> None:
@@ -81,7 +82,7 @@ def test_bootstrap_interval_contains_the_true_difference() -> None:
 def test_two_sweep_directories_compare_with_wilcoxon_and_ranks(tmp_path: Path, capsys) -> None:
     today = write_sweep(tmp_path / "today", "draem", shift=2.0)
     last_week = write_sweep(tmp_path / "last_week", "patchcore", shift=0.5)
-    assert main([str(tmp_path / "today"), str(tmp_path / "last_week"), "--out", str(tmp_path / "cmp"), "--resamples", "200"]) == 0
+    assert main([f"dir={tmp_path / 'today'}", f"dir={tmp_path / 'last_week'}", f"out={tmp_path / 'cmp'}", "resamples=200"]) == 0
     printed = capsys.readouterr().out
     assert printed == (tmp_path / "cmp" / "comparison.md").read_text()
     assert "## a = draem, b = patchcore" in printed and "Wilcoxon signed-rank test over 12 (source, seed, domain) pairs" in printed
@@ -105,10 +106,18 @@ def test_two_sweep_directories_compare_with_wilcoxon_and_ranks(tmp_path: Path, c
 def test_the_same_condition_in_two_sweeps_is_told_apart_and_unpaired_seeds_are_noted(tmp_path: Path, capsys) -> None:
     write_sweep(tmp_path / "new", "draem", shift=1.5)
     write_sweep(tmp_path / "old", "draem", shift=1.0, seeds=(0, 1, 7))
-    assert main([str(tmp_path / "new"), str(tmp_path / "old"), "--resamples", "50"]) == 0
-    printed = capsys.readouterr().out
+    assert main([f"dir={tmp_path / 'new'}", f"dir={tmp_path / 'old'}", "resamples=50"]) == 0
+    printed = squeezed(capsys.readouterr().out)
     assert f"## a = draem [{tmp_path / 'new'}], b = draem [{tmp_path / 'old'}]" in printed
     assert "| A | B | 2 |" in printed and "no partner (same source and seed)" in printed and "seed 7" in printed
+
+
+def test_run_directories_with_equals_and_commas_in_their_paths(tmp_path: Path, capsys) -> None:
+    draem = write_sweep(tmp_path / "grid=a,b", "draem", shift=2.0, seeds=(0,))[0]        # .../model=draem,seed=0
+    patchcore = write_sweep(tmp_path / "grid=a,b", "patchcore", shift=0.5, seeds=(0,))[0]
+    assert main([f"dir={draem}", f"dir={patchcore}", "resamples=20", "seed=3"]) == 0
+    printed = squeezed(capsys.readouterr().out)
+    assert "## a = draem, b = patchcore" in printed and "| A | B | 1 |" in printed
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -121,13 +130,49 @@ def test_refuses_runs_tested_on_different_images(tmp_path: Path, capsys, change:
                         manifest_sha256="cd" * 32 if change == "manifest" else "ab" * 32)[0]
     if change == "rename":
         write_predictions(other, 1.0, seed=0, rename="999.tiff")
-    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert main([f"dir={tmp_path / 'a'}", f"dir={tmp_path / 'b'}"]) == 1
     error = capsys.readouterr().err
     assert error.startswith("error: Cannot pair ") and message in error and len(error.strip().splitlines()) == 1
 
 
-def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    for argv in ([], [str(tmp_path / "nowhere")], [str(tmp_path), "--resamples", "0"]):
-        with pytest.raises(SystemExit) as stop:
-            main(argv)
-        assert stop.value.code == 2
+def test_usage_errors_exit_2_and_bad_values_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([]) == 2 and "error: dir= is required" in capsys.readouterr().err
+    assert main([f"dir={tmp_path / 'nowhere'}"]) == 1 and "not a directory" in capsys.readouterr().err
+    assert main([f"dir={tmp_path}", "resamples=0"]) == 1 and "resamples=0 must be at least 1" in capsys.readouterr().err
+
+
+def fingerprint_jobs(jobs: list[Path], prints: dict[str, str]) -> None:
+    for job in jobs:
+        record = json.loads((job / "metrics.json").read_text())
+        record["data"]["test_fingerprints"] = prints
+        (job / "metrics.json").write_text(json.dumps(record))
+
+
+def test_same_file_names_with_other_content_are_refused(tmp_path: Path, capsys) -> None:
+    same = {f"domain_{d}": "ab" * 32 for d in DOMAINS}
+    fingerprint_jobs(write_sweep(tmp_path / "a", "draem", shift=1.0), same)
+    fingerprint_jobs(write_sweep(tmp_path / "b", "patchcore", shift=1.5), {**same, "domain_C": "cd" * 32})
+    assert main([f"dir={tmp_path / 'a'}", f"dir={tmp_path / 'b'}", "resamples=20"]) == 1
+    error = capsys.readouterr().err
+    assert "their domain_C test sets differ in content (fingerprints abababababab vs cdcdcdcdcdcd" in error
+    fingerprint_jobs(write_sweep(tmp_path / "c", "patchcore", shift=1.5), same)
+    assert main([f"dir={tmp_path / 'a'}", f"dir={tmp_path / 'c'}", "resamples=20"]) == 0
+
+
+def test_a_test_fingerprint_is_of_paths_labels_and_bytes_not_of_the_root(tmp_path: Path) -> None:
+    from hdmap_train.data.summary import test_fingerprint
+
+    def dataset(root: Path, content: bytes) -> pd.DataFrame:
+        paths = []
+        for label, name in ((0, "good/000.tiff"), (1, "fault/000.tiff")):
+            path = root / "domain_A" / "test" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content + bytes([label]))
+            paths.append(str(path))
+        return pd.DataFrame({"image_path": paths, "label_index": [0, 1]})
+
+    first = test_fingerprint(dataset(tmp_path / "one", b"x"), tmp_path / "one")
+    assert test_fingerprint(dataset(tmp_path / "two", b"x"), tmp_path / "two") == first  # a copy elsewhere
+    assert test_fingerprint(dataset(tmp_path / "three", b"y"), tmp_path / "three") != first  # same names, other bytes
+    relabelled = dataset(tmp_path / "four", b"x").assign(label_index=[1, 0])
+    assert test_fingerprint(relabelled, tmp_path / "four") != first

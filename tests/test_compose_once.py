@@ -1,4 +1,4 @@
-"""Each sweep job's config is composed once (hdmap_train.sweep.compose_once), and it is the config Hydra would compose."""
+"""Each sweep job's config is composed once (hdmap_train.hydra_patches), and it is the config Hydra would compose."""
 
 import subprocess
 import sys

@@ -15,11 +15,12 @@ import tifffile
 import torch
 from PIL import Image
 
+from hdmap_train.checks import check_config
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule, build_datamodule
 from hdmap_train.data.images import read_image, read_image_with_kind, resize, warn_mixed_kinds
 from hdmap_train.errors import HdmapError
 from hdmap_train.train import run
-from helpers.config import compose_cfg
+from helpers.config import checked_datamodule, compose_cfg
 
 
 def layout_files(root: Path, n_train: int, n_test: int, domains: str) -> Iterator[tuple[str, Path]]:
@@ -42,7 +43,7 @@ def make_dataset(root: Path, n_train: int = 10, n_test: int = 4, domains: str = 
 
 def datamodule(root: Path, **kwargs) -> MultiDomainHDMAPDataModule:
     args = {"source": "A", "targets": ["B", "C", "D"], "image_size": (32, 96), "val_fraction": 0.2, "seed": 1}
-    return MultiDomainHDMAPDataModule(root, **(args | kwargs))
+    return checked_datamodule(root, **(args | kwargs))
 
 
 def test_png_and_tiff_scaling(tmp_path: Path) -> None:
@@ -208,17 +209,19 @@ def test_splits_are_seeded_disjoint_and_normal_only(tmp_path: Path) -> None:
     assert set(other.val_data.samples.image_path) != val
 
 
-def test_items_are_resized_three_channel_with_amplitude(tmp_path: Path) -> None:
+def test_items_are_resized_single_channel_and_batches_get_three_channels_after_the_transfer(tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "d")
     dm = datamodule(root)
     dm.setup()
     item = dm.test_data["domain_B"][5]
-    assert item.image.shape == (3, 32, 96) and item.image.dtype == torch.float32
-    assert torch.equal(item.image[0], item.image[2])
+    assert item.image.shape == (1, 32, 96) and item.image.dtype == torch.float32
     labels = {("/fault/" in dm.test_data["domain_B"][i].image_path, int(dm.test_data["domain_B"][i].gt_label)) for i in range(8)}
     assert labels == {(True, 1), (False, 0)}
     batch = next(iter(dm.train_dataloader()))
-    assert batch.image.shape[1:] == (3, 32, 96)
+    assert batch.image.shape[1:] == (1, 32, 96)
+    model_batch = dm.on_after_batch_transfer(batch, 0)
+    assert model_batch.image.shape[1:] == (3, 32, 96) and all(torch.equal(model_batch.image[:, c], batch.image[:, 0]) for c in range(3))
+    assert model_batch.gt_label is batch.gt_label and model_batch.image_path == batch.image_path
 
 
 def test_narrowed_targets(tmp_path: Path) -> None:
@@ -413,3 +416,23 @@ def test_v1_png_layout_trains_end_to_end(tmp_path: Path) -> None:
     assert record["data"]["subgroups"]["domain_B"] == {"cold": {"good": 6, "fault": 6}}  # indices < 500
     assert record["data"]["validation"]["fault"] == 1
     assert record["data"]["root"] == str(root)
+
+
+def test_another_folder_layout_is_chosen_in_the_data_config(tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rng = np.random.default_rng(0)
+    for domain in "AB":
+        for split, label, count in (("train", "good", 12), ("test", "good", 3), ("test", "fault", 3)):
+            for n in range(count):
+                tifffile.imwrite(flat / f"{domain}_{split}_{label}_{n:03d}.tiff", rng.random((31, 95), dtype=np.float32))
+    cfg = compose_cfg([f"data.root={flat}", "domain=A", "domain.targets=[B]", "data.val_fraction=0.25",
+                       "data.layout={_target_:helpers.layouts.flat_scan,_partial_:true}", "data.subgroups=[]"], tmp_path)
+    check_config(cfg)
+    dm = build_datamodule(cfg.data, cfg.domain, seed=0)
+    dm.setup()
+    assert (len(dm.train_data), len(dm.val_data)) == (9, 3)
+    assert {domain: len(dataset) for domain, dataset in dm.test_data.items()} == {"domain_A": 6, "domain_B": 6}
+    assert dm.test_data["domain_B"].samples.label_index.tolist() == [1, 1, 1, 0, 0, 0]  # fault files sort first
+    batch = dm.on_after_batch_transfer(next(iter(dm.test_dataloaders()["domain_B"])), 0)
+    assert batch.image.shape[1:] == (3, *cfg.data.image_size)

@@ -7,11 +7,12 @@ import pytest
 
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
 from hdmap_train.errors import HdmapError
+from helpers.config import checked_datamodule
 
 
 def datamodule(root: Path, **kwargs) -> MultiDomainHDMAPDataModule:
     args = {"source": "A", "targets": ["B"], "image_size": (32, 96), "val_fraction": 0.1} | kwargs
-    dm = MultiDomainHDMAPDataModule(root, **args)
+    dm = checked_datamodule(root, **args)
     dm.setup()
     return dm
 

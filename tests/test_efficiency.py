@@ -73,6 +73,7 @@ def test_patchcore_run_records_its_efficiency(tiny_dataset: Path, tmp_path: Path
     efficiency = json.loads((tmp_path / "metrics.json").read_text())["efficiency"]
     assert efficiency == record["efficiency"]
     assert efficiency["device"] == "cpu" and efficiency["precision"] == "32-true"
+    assert efficiency["cpu_threads"] == torch.get_num_threads()  # threads=null: torch's own count, recorded
     assert efficiency["parameters_total"] > 0 and efficiency["parameters_trainable"] == 0  # no optimiser
     assert efficiency["inference_images"] == 4 * 24 and efficiency["inference_images_per_second"] > 0  # the test sets, not validation
     assert efficiency["peak_memory_source"] == "max_rss_since_job_start" and efficiency["peak_memory_bytes"] > 50 << 20

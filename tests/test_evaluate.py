@@ -4,6 +4,7 @@ without changing the run; what from_predictions=true recomputes without the mode
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hdmap_train.engine import RunCheckpoint
+from hdmap_train.engine_patches import RunCheckpoint
 from hdmap_train.evaluate import main
-from hdmap_train.evaluation import image_metrics
+from hdmap_train.metrics import image_metrics
 from hdmap_train.train import run
 from helpers.runs import DOMAINS, tiny_run_cfg
 from helpers.sweeps import config
@@ -75,7 +76,7 @@ def test_evaluating_a_run_on_its_own_data_reproduces_it_exactly(tiny_run: Path) 
     record = json.loads((out / "metrics.json").read_text())
     assert record["status"] == "success" and record["evaluated_from"] == str(tiny_run.resolve())
     assert record["best_checkpoint"] == original["best_checkpoint"] and record["experiment_path"] == str(out)
-    assert record["validation"] == original["validation"]
+    assert record["validation"] == {**original["validation"], "threshold_from": str(tiny_run.resolve())}
     assert list(results(record)) == DOMAINS
     for domain, result in results(original).items():
         assert results(record)[domain]["image_AUROC"] == result["image_AUROC"], domain
@@ -87,7 +88,8 @@ def test_evaluating_a_run_on_its_own_data_reproduces_it_exactly(tiny_run: Path) 
     assert main([f"run={tiny_run}", "from_predictions=true", f"out={out.parent / 'again'}",
                  f"evaluation.threshold_quantile={original['validation']['threshold_quantile']}"]) == 0
     again = json.loads((out.parent / "again" / "metrics.json").read_text())
-    assert again["validation"] == original["validation"] and results(again) == results(original)
+    assert again["validation"] == {**original["validation"], "threshold_from": str(tiny_run.resolve())}
+    assert results(again) == results(original)
     assert file_hashes(tiny_run) == before
 
 
@@ -114,17 +116,22 @@ def fake_run(run_dir: Path, n: int = 10) -> dict:
     return record
 
 
-def test_from_predictions_recomputes_a_new_quantile_new_subgroups_and_fewer_domains(tmp_path: Path) -> None:
+def test_from_predictions_recomputes_a_new_quantile_new_subgroups_and_fewer_domains(tmp_path: Path, capsys) -> None:
     fake_run(tmp_path / "run")
     before = file_hashes(tmp_path / "run")
     out = tmp_path / "eval"
     assert main([f"run={tmp_path / 'run'}", f"out={out}", "from_predictions=true", "evaluation.threshold_quantile=0.5",
                  "domain.targets=[C]", "data.subgroups=[{name:first,index:[0,3]}]"]) == 0
+    closing = capsys.readouterr().out.strip().splitlines()[-1]
+    assert " | evaluated in " in closing and " | fit " not in closing  # what evaluate did, not the run's fit time
+    log_lines = (out / "evaluate.log").read_text().splitlines()
+    assert log_lines and all(re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]\[", line) for line in log_lines if line.startswith("["))
     assert file_hashes(tmp_path / "run") == before
     record = json.loads((out / "metrics.json").read_text())
     validation = pd.read_csv(out / "validation_scores.csv", dtype={"anomaly_score": np.float32})
     threshold = float(np.quantile(validation["anomaly_score"].to_numpy(), 0.5))
-    assert record["validation"] == {"threshold_quantile": 0.5, "threshold": threshold}
+    assert record["validation"] == {"threshold_quantile": 0.5, "threshold": threshold,
+                                    "threshold_from": str((tmp_path / "run").resolve())}
     assert list(record["target_results"]) == ["domain_C"] and record["evaluation"]["from_predictions"] is True
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     c = predictions[predictions["domain"] == "domain_C"]
@@ -138,7 +145,7 @@ def test_from_predictions_recomputes_a_new_quantile_new_subgroups_and_fewer_doma
 @pytest.mark.parametrize(("args", "message"), [
     (["data.root=/elsewhere"], "data.root needs the model: drop from_predictions"),
     (["domain.targets=[E]"], "holds no domain_E: drop from_predictions=true"),
-    (["evaluation.threshold_quantile=1.5"], "must be in (0, 1]"),
+    (["evaluation.threshold_quantile=1.5"], "evaluation.threshold_quantile=1.5 must be a number in (0, 1] (e.g. 0.99)"),
     (["evaluation.threshold_quantil=0.9"], "evaluation.threshold_quantil is not a key of the run's config"),
 ])
 def test_from_predictions_refuses_what_needs_the_model(tmp_path: Path, capsys, args: list[str], message: str) -> None:
@@ -160,4 +167,4 @@ def test_without_a_checkpoint_only_predictions_work(tmp_path: Path, capsys) -> N
                                   ["run=/r", "from_predictions=maybe"]])
 def test_usage_errors_exit_2(args: list[str], capsys) -> None:
     assert main(args) == 2
-    assert "usage: python -m hdmap_train.evaluate run=<run dir>" in capsys.readouterr().err
+    assert "usage: python -m hdmap_train.evaluate run=<run>" in capsys.readouterr().err

@@ -122,3 +122,13 @@ def test_help_commands_exit_zero(tmp_path: Path) -> None:
     assert listing.returncode == 0 and listing.stderr == ""
     assert listing.stdout.strip() == catalog.models_text().strip()
     assert not list(tmp_path.iterdir())   # help writes no run directory
+
+
+@pytest.mark.parametrize("module", ["hdmap_train.report", "hdmap_train.evaluate", "hdmap_train.export",
+                                    "hdmap_train.compare", "hdmap_train.catalog", "hdmap_train.weights"])
+def test_every_entry_point_help_exits_zero(module: str, tmp_path: Path) -> None:
+    shown = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert f"python -m {module}" in shown.stdout and shown.stderr == ""
+    assert not list(tmp_path.iterdir())

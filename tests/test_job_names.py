@@ -129,3 +129,14 @@ def test_real_sweep_long_overrides_short_stable_folders(tmp_path: Path, tiny_dat
     second = run_cli(["--multirun", *overrides], cwd=tmp_path)  # a re-run finds the same folders
     assert second.returncode == 1, second.stdout[-3000:] + second.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")) == jobs
+
+
+def test_a_key_added_later_at_its_neutral_default_is_no_config_difference() -> None:
+    from hdmap_train.job_names import config_differences
+
+    old = {"data": {"root": "/d"}, "model": {"name": "draem"}}
+    new = {"data": {"root": "/d", "layout": None}, "model": {"name": "draem", "random_weights": False}}
+    assert config_differences(old, new) == [] and config_differences(new, old) == []
+    assert config_differences(old, {**new, "model": {"name": "draem", "random_weights": True}}) == ["model.random_weights"]
+    assert config_differences(old, {**old, "seed": 0}) == ["seed"]  # 0 is a value, not an absent default
+    assert config_differences(new, {**new, "data": {"root": "/e", "layout": None}}) == ["data.root"]

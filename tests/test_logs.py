@@ -14,8 +14,8 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 
 from hdmap_train.background_pictures import PICTURES_PENDING
 from hdmap_train.data.synthetic import SyntheticSpec, generate
-from hdmap_train.outputs import HPARAM_METRICS
-from hdmap_train.sweep.progress import JobProgress
+from hdmap_train.hydra_callbacks import JobProgress
+from hdmap_train.tensorboard_log import HPARAM_METRICS
 from helpers.runs import run_cli
 from helpers.sweeps import write_job
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 from hdmap_train.errors import HdmapError
 from hdmap_train.models import build_model
-from hdmap_train.models.baselines import torchvision_weights_file, training_branch
+from hdmap_train.models.baselines import training_branch
 from hdmap_train.train import run
-from hdmap_train.weights import write_random_weights
+from hdmap_train.weights import torchvision_weights_file, write_random_weights
 from helpers.config import PRETRAINED, compose_cfg
 from helpers.runs import assert_complete_record, tiny_run_cfg
 
@@ -135,3 +135,11 @@ def test_seed_defaults(tmp_path: Path) -> None:
     assert efficient_ad.batch_size == 1 and efficient_ad.module.model_size == "small"
     cutpaste = compose_cfg(["model=draem_cutpaste"], tmp_path).model
     assert cutpaste.module.focal_alpha == 0.9 and list(cutpaste.image_size) == [128, 128]
+
+
+@pytest.mark.slow
+def test_ganomaly_records_its_training_loss(tiny_dataset: Path, tmp_path: Path, hf_cache: Path) -> None:
+    run(tiny_run_cfg("ganomaly", tiny_dataset, tmp_path), tmp_path)
+    info = assert_complete_record(tmp_path, "ganomaly")["training_info"]
+    assert len(info["train_loss_per_epoch"]) == info["last_trained_epoch"] >= 1
+    assert all(math.isfinite(loss) and loss > 0 for loss in info["train_loss_per_epoch"])

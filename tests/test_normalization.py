@@ -10,6 +10,7 @@ import torch
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
 from hdmap_train.data.normalization import Normalizer, PixelStats
 from hdmap_train.errors import HdmapError
+from helpers.config import checked_datamodule
 
 OFFSETS = {"A": 0.0, "B": 10.0}  # domain B's images are 10 higher: source and per-domain statistics differ
 
@@ -33,7 +34,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def setup(root: Path, **normalization) -> MultiDomainHDMAPDataModule:
-    dm = MultiDomainHDMAPDataModule(root, "A", ["B"], (31, 95), val_fraction=0.3, seed=3, channels=1, normalization=normalization, subgroups=[])
+    dm = checked_datamodule(root, source="A", targets=["B"], image_size=(31, 95), val_fraction=0.3, seed=3, channels=1,
+                            normalization=normalization, subgroups=[])
     dm.setup()
     return dm
 

@@ -20,7 +20,8 @@ from omegaconf import DictConfig, open_dict
 from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
 from hdmap_train.data.images import read_image
 from hdmap_train.errors import HdmapError
-from hdmap_train.prepare import MatSamples, prepare
+from hdmap_train.prepare import prepare
+from hdmap_train.raw_mat import MatSamples
 from hdmap_train.train import run
 from helpers.config import CONF_DIR, compose_cfg
 

@@ -8,9 +8,10 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from hdmap_train.hydra_callbacks import SweepSummary
 from hdmap_train.report import main as report_main
-from hdmap_train.sweep.summary import SweepSummary, write_summary
-from helpers.sweeps import write_job
+from hdmap_train.sweep.summary import write_summary
+from helpers.sweeps import squeezed, write_job
 
 
 @pytest.fixture
@@ -30,8 +31,8 @@ def test_summary_csv_one_row_per_job(sweep: Path) -> None:
     assert list(table.columns[:8]) == ["job", "condition", "model", "source", "seed", "status", "source_AUROC", "source_F1"]
     assert list(table.columns[8:16]) == ["AUROC_A", "F1_A", "AUROC_B", "F1_B", "AUROC_C", "F1_C", "AUROC_D", "F1_D"]
     assert list(table.columns[16:]) == ["avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio",
-                                        "transfer_ratio_note", "fit_seconds", "parameters", "inference_images_per_s",
-                                        "peak_memory_mb", "memory_bank_mb", "inference_device", "error"]
+                                        "transfer_ratio_note", "fit_seconds", "parameters_total", "inference_images_per_second",
+                                        "peak_memory_mb", "memory_bank_mb", "inference_device", "weights", "error"]
     draem_a = table.iloc[0]
     assert draem_a["condition"] == "draem" and draem_a["source"] == "A" and pd.isna(draem_a["AUROC_A"])
     assert draem_a["source_AUROC"] == 1.0 and draem_a["AUROC_B"] == 0.8 and draem_a["F1_D"] == pytest.approx(0.5)
@@ -46,7 +47,7 @@ def test_summary_csv_one_row_per_job(sweep: Path) -> None:
 
 def test_summary_md_lists_the_grid_failures_and_missing_jobs(sweep: Path) -> None:
     write_summary(sweep)
-    text = (sweep / "summary.md").read_text()
+    text = squeezed((sweep / "summary.md").read_text())
     assert "4 jobs: 2 succeeded, 1 failed, 1 missing" in text
     assert "| condition | A | B |" in text
     assert "| draem | 0.700 (1.000) | 0.850 (0.950) |" in text and "| patchcore | failed | missing |" in text
@@ -63,7 +64,7 @@ def test_summary_png_has_one_panel_per_source_domain(sweep: Path) -> None:
 
 
 def test_report_cli_rebuilds_a_partial_sweep(sweep: Path, capsys: pytest.CaptureFixture) -> None:
-    assert report_main([str(sweep)]) == 0
+    assert report_main([f"dir={sweep}"]) == 0
     out = capsys.readouterr().out
     assert "4 jobs (2 succeeded, 1 failed, 1 missing, 0 unreadable)" in out
     files = ("summary.csv", "summary_stats.csv", "results_long.csv", "summary.md", "summary.tex", "summary.png", "transfer_matrix.png")
@@ -71,9 +72,9 @@ def test_report_cli_rebuilds_a_partial_sweep(sweep: Path, capsys: pytest.Capture
 
 
 def test_report_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert report_main([str(tmp_path / "nosuch")]) == 1
+    assert report_main([f"dir={tmp_path / 'nosuch'}"]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert report_main([str(tmp_path)]) == 1
+    assert report_main([f"dir={tmp_path}"]) == 1
     assert "holds no job folders" in capsys.readouterr().err
     assert report_main([]) == 2
 
@@ -102,7 +103,7 @@ def test_unreadable_metrics_json_is_listed_not_fatal(sweep: Path, capsys: pytest
     (sweep / "aside" / "metrics.corrupt-20261201-101010.json").write_text("{")
     (sweep / "domain=B,model=patchcore" / "metrics.corrupt-20261201-101010.json").write_text("{")
 
-    assert report_main([str(sweep)]) == 0
+    assert report_main([f"dir={sweep}"]) == 0
     assert "5 jobs (1 succeeded, 1 failed, 1 missing, 2 unreadable)" in capsys.readouterr().out
     table = pd.read_csv(sweep / "summary.csv").set_index("job")
     assert list(table.index) == ["domain=A,model=draem", "domain=A,model=patchcore", "domain=B,model=draem",
@@ -111,8 +112,8 @@ def test_unreadable_metrics_json_is_listed_not_fatal(sweep: Path, capsys: pytest
     bad = table.loc["domain=B,model=draem"]
     assert bad["model"] == "draem" and bad["source"] == "B"  # from .hydra/config.yaml
     assert bad["error"].startswith(f"{truncated} is unreadable (JSONDecodeError: ") and "re-run the sweep" in bad["error"]
-    assert table.loc["more/domain=C,model=draem", "error"].startswith(f"{not_a_record} is unreadable (KeyError: ")
-    text = (sweep / "summary.md").read_text()
+    assert table.loc["more/domain=C,model=draem", "error"].startswith(f"{not_a_record} is unreadable (ValueError: not a hdmap_train record)")
+    text = squeezed((sweep / "summary.md").read_text())
     assert "5 jobs: 1 succeeded, 1 failed, 1 missing (no metrics.json), 2 unreadable (corrupt metrics.json)." in text
     assert "## Unreadable results (corrupt or truncated metrics.json)" in text
     assert f"- `domain=B,model=draem`: {truncated} is unreadable (JSONDecodeError: " in text
@@ -139,7 +140,7 @@ def test_summary_has_one_column_per_override(tmp_path: Path) -> None:
     assert csv.loc["domain=B,model=draem", "override.model.module.reconstructive_width"] == "8"
     assert pd.isna(csv.loc["domain=A,model=draem", "override.model.module.reconstructive_width"])
     assert csv.loc["domain=A,model=draem", "override.data.root"] == "/data/hdmap"
-    text = (tmp_path / "summary.md").read_text()
+    text = squeezed((tmp_path / "summary.md").read_text())
     # The jobs table shows the overrides that differ between jobs; those all jobs share are listed once.
     header = "| job | condition | data.root | domain | experiment | model | model.max_epochs | model.module.reconstructive_width | status |"
     assert header in text
@@ -149,6 +150,17 @@ def test_summary_has_one_column_per_override(tmp_path: Path) -> None:
     for domain in "AB":
         write_job(other, "draem", domain, {"A": 1.0, "B": 0.8, "C": 0.7, "D": 0.6}, overrides=[f"domain={domain}", *common])
     write_summary(other)
-    text = (other / "summary.md").read_text()
+    text = squeezed((other / "summary.md").read_text())
     assert "Overrides of every job: `data.root=/data/hdmap`, `experiment=quickstart`, `model.max_epochs=1`" in text
     assert "| job | condition | domain | status |" in text
+
+
+def test_report_cli_takes_repeated_dirs_with_equals_and_commas(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    first, second = tmp_path / "grid=A,B" / "s1", tmp_path / "lr=1e-4,bs=8" / "s2"
+    write_job(first, "draem", "A", {"A": 1.0, "B": 0.8, "C": 0.7, "D": 0.6})
+    write_job(second, "patchcore", "B", {"A": 0.9, "B": 0.95, "C": 0.85, "D": 0.8})
+    assert report_main([f"dir={first}", f"dir={second}"]) == 0
+    out = capsys.readouterr().out
+    assert f"== {first}\n1 jobs" in out and f"== {second}\n1 jobs" in out
+    assert list(pd.read_csv(first / "summary.csv")["model"]) == ["draem"]
+    assert list(pd.read_csv(second / "summary.csv")["model"]) == ["patchcore"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from hdmap_train.sweep.summary import write_summary
-from helpers.sweeps import DOMAINS, write_job
+from helpers.sweeps import DOMAINS, squeezed, write_job
 
 MIB = 2**20
 
@@ -43,13 +43,13 @@ def costed(tmp_path: Path) -> Path:
 def test_summary_csv_has_the_cost_columns_of_every_job(costed: Path) -> None:
     write_summary(costed)
     table = pd.read_csv(costed / "summary.csv").set_index("job")
-    assert list(table.columns[-6:]) == ["parameters", "inference_images_per_s", "peak_memory_mb", "memory_bank_mb",
-                                        "inference_device", "error"]
-    assert table.loc["draem,seed=0", ["parameters", "inference_images_per_s", "peak_memory_mb"]].tolist() == [97e6, 400.0, 900.0]
+    assert list(table.columns[-7:]) == ["parameters_total", "inference_images_per_second", "peak_memory_mb", "memory_bank_mb",
+                                        "inference_device", "weights", "error"]
+    assert table.loc["draem,seed=0", ["parameters_total", "inference_images_per_second", "peak_memory_mb"]].tolist() == [97e6, 400.0, 900.0]
     assert table.loc["patchcore", "memory_bank_mb"] == pytest.approx(1000 * 384 * 4 / MIB)
     assert table.loc["patchcore", "inference_device"] == "cpu" and table.loc["padim", "memory_bank_mb"] == 3.0
     assert table.loc[["draem,seed=0", "draem,seed=2", "draem,failed"], "memory_bank_mb"].isna().all()
-    assert table.loc[["draem,seed=2", "draem,failed"], ["parameters", "inference_device"]].isna().all().all()
+    assert table.loc[["draem,seed=2", "draem,failed"], ["parameters_total", "inference_device"]].isna().all().all()
     assert table.loc["draem,seed=2", "status"] == "success" and table.loc["draem,seed=2", "avg_target_auroc"] == pytest.approx(0.8)
 
 
@@ -57,10 +57,10 @@ def test_cost_statistics_count_only_jobs_that_recorded_it(costed: Path) -> None:
     write_summary(costed)
     stats = pd.read_csv(costed / "summary_stats.csv", keep_default_na=False)
     run_level = stats[stats["target"] == ""].set_index(["condition", "metric"])
-    assert run_level.loc[("draem", "inference_images_per_s"), ["mean", "n"]].tolist() == [500.0, 2]
+    assert run_level.loc[("draem", "inference_images_per_second"), ["mean", "n"]].tolist() == [500.0, 2]
     assert run_level.loc[("draem", "avg_target_auroc"), "n"] == 3  # the older record still counts for its results
     assert ("draem", "memory_bank_mb") not in run_level.index  # no store: no row, not an n=0 one
-    text = (costed / "summary.md").read_text()
+    text = squeezed((costed / "summary.md").read_text())
     assert "| condition | source | parameters (M) | inference images/s | peak memory MiB | memory bank MiB |" in text
     assert "| draem | A | 97.00 ± 0.00 (n=2) | 500.0 ± 141.4 (n=2) | 1000 ± 141 (n=2) | - |" in text
     assert "| patchcore | A | 2.80 (n=1) | 250.0 (n=1) | 512 (n=1) | 1.5 (n=1) |" in text
@@ -71,6 +71,6 @@ def test_records_without_efficiency_summarise_without_a_cost_table(tmp_path: Pat
     for source in "AB":
         write_job(tmp_path, "draem", source, aurocs(source))
     table = write_summary(tmp_path)
-    assert table[["parameters", "inference_images_per_s", "peak_memory_mb", "memory_bank_mb"]].isna().all().all()
-    text = (tmp_path / "summary.md").read_text()
+    assert table[["parameters_total", "inference_images_per_second", "peak_memory_mb", "memory_bank_mb"]].isna().all().all()
+    text = squeezed((tmp_path / "summary.md").read_text())
     assert "## Cost per condition" not in text and "## Domain shift per condition" in text

@@ -1,6 +1,7 @@
 """Sweep summary on hand-made job folders: condition identity, repeat statistics, the paper table (Markdown,
 LaTeX), results_long.csv and the transfer matrix."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 from scipy import stats
 
-from hdmap_train.plots import text_colour, transfer_matrix_figure
 from hdmap_train.sweep.conditions import condition_table, interpolation_links
-from hdmap_train.sweep.figures import transfer_panels
+from hdmap_train.sweep.figures import text_colour, transfer_matrix_figure, transfer_panels
 from hdmap_train.sweep.long_table import LONG_METRICS
 from hdmap_train.sweep.summary import write_summary
 from helpers.config import compose_cfg
-from helpers.sweeps import DOMAINS, SUBGROUPS, write_job
+from helpers.sweeps import DOMAINS, SUBGROUPS, squeezed, write_job
 
 SEED_AUROCS = {0: 0.90, 1: 0.93, 2: 0.91}  # source AUROC of the three seeds
 
@@ -42,7 +42,7 @@ def test_conditions_are_full_configs_not_names(seeds: Path) -> None:
     assert sorted(table["condition"].unique()) == ["draem lr=0.0001", "draem lr=0.001", "patchcore"]
     assert table.loc["domain=B,lr=0.001,seed=2", "model.module.learning_rate"] == 0.001
     assert table.groupby("condition").size().to_dict() == {"draem lr=0.0001": 6, "draem lr=0.001": 6, "patchcore": 1}
-    text = (seeds / "summary.md").read_text()
+    text = squeezed((seeds / "summary.md").read_text())
     assert "| condition | model | model.module.learning_rate | jobs | succeeded |" in text
     assert "| draem lr=0.001 | draem | 0.001 | 6 | 6 |" in text
 
@@ -52,7 +52,7 @@ def test_optuna_like_trials_with_the_same_name_stay_two_conditions(tmp_path: Pat
         write_job(tmp_path, "draem", "A", aurocs("A", 0.9), learning_rate=learning_rate, folder=f"{trial}")
     table = write_summary(tmp_path)
     assert list(table["condition"]) == ["draem lr=0.000123456", "draem lr=0.000123457"]  # digits enough to tell apart
-    assert "avg target AUROC" in (tmp_path / "summary.md").read_text()
+    assert "avg target AUROC" in squeezed((tmp_path / "summary.md").read_text())
 
 
 def test_condition_columns_of_real_configs(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_repeat_statistics_match_numpy_and_scipy(seeds: Path) -> None:
     assert single["n"] == 1 and np.isnan(single["std"]) and np.isnan(single["ci_low"])
     hmean = summary[(summary["condition"] == "draem lr=0.0001") & (summary["source"] == "A") & (summary["metric"] == "hmean_auroc")]
     assert hmean["mean"].iloc[0] == pytest.approx(np.mean([stats.hmean(list(aurocs("A", a).values())) for a in values]))
-    text = (seeds / "summary.md").read_text()
+    text = squeezed((seeds / "summary.md").read_text())
     assert f"| draem lr=0.0001 | A | A | (all) | {values.mean():.3f} ± {values.std(ddof=1):.3f} (n=3) |" in text
     assert "| patchcore | A | A | (all) | 0.950 (n=1) |" in text
 
@@ -101,13 +101,16 @@ def test_paper_table_bolds_the_best_of_each_column(seeds: Path) -> None:
     write_summary(seeds)
     latex = (seeds / "summary.tex").read_text()
     assert latex.count(r"\toprule") == latex.count(r"\bottomrule") == 1 and r"\multicolumn{2}{c}{Avg.}" in latex
+    assert "\nSource & Condition & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{d}}}" for d in [*DOMAINS, "Avg."]) + r" \\" in latex
+    assert "\n" + " ".join(rf"\cmidrule(lr){{{3 + 2 * i}-{4 + 2 * i}}}" for i in range(5)) + " " in latex  # under each domain
+    assert latex.count(r"\midrule") == 2 and "\n\\midrule\nA & draem lr=0.0001 & " in latex  # header | A | B
     lines = {line.split(" & ")[1]: line for line in latex.splitlines() if line.startswith(("A & ", " & "))}
     assert lines["draem lr=0.0001"].startswith(r"A & draem lr=0.0001 & 86.3 $\pm$ 1.5 & 0.913 $\pm$ 0.015 & ")
     assert lines["patchcore"].startswith(r" & patchcore & \textbf{90.0} & \textbf{0.950} & ")  # one job: no std
     assert lines["patchcore"].count(r"\textbf") == 10 and r"\textbf" not in lines["draem lr=0.0001"]  # 5 columns x 2
-    source_b = [line for line in latex.splitlines() if line.startswith("B & ")]
-    assert source_b[0].startswith(r"B & draem lr=0.0001 & \textbf{76.3 $\pm$ 1.5} & \textbf{0.813 $\pm$ 0.015} & \textbf{86.3")
-    assert "| A | patchcore | **90.0** | **0.950** |" in (seeds / "summary.md").read_text()
+    source_b = [line for line in latex.splitlines() if line.startswith(r"\midrule B & ")]  # a rule between source domains
+    assert source_b[0].startswith(r"\midrule B & draem lr=0.0001 & \textbf{76.3 $\pm$ 1.5} & \textbf{0.813 $\pm$ 0.015} & \textbf{86.3")
+    assert "| A | patchcore | **90.0** | **0.950** |" in squeezed((seeds / "summary.md").read_text())
 
 
 def test_results_long_has_one_row_per_job_domain_subgroup_metric(seeds: Path) -> None:
@@ -130,7 +133,7 @@ def test_transfer_ratio_at_chance_is_null_with_a_note(tmp_path: Path) -> None:
     table = write_summary(tmp_path)
     assert pd.isna(table.loc[0, "transfer_ratio"]) and table.loc[0, "avg_target_auroc"] == pytest.approx(0.7)
     assert table.loc[0, "transfer_ratio_note"] == "source AUROC 0.42 is at or below chance: a ratio would be meaningless"
-    assert "| - (source AUROC ≤ 0.5) |" in (tmp_path / "summary.md").read_text()
+    assert "| - (source AUROC ≤ 0.5) |" in squeezed((tmp_path / "summary.md").read_text())
     assert not (tmp_path / "transfer_matrix.png").exists()  # one source domain: no transfer matrix
     assert r"A & draem & 37.0 & 0.420 & " in (tmp_path / "summary.tex").read_text()  # one condition: nothing bold
 
@@ -146,7 +149,11 @@ def test_transfer_matrix_png(seeds: Path) -> None:
     panels = [axes for axes in figure.axes if axes.get_title()]
     assert [axes.get_title() for axes in panels] == list(means)
     assert {text.get_text().split("\n")[1] for text in panels[0].texts} == {"n=3"}
-    assert len(panels[0].patches) == 2  # the diagonal cells of sources A and B
+    assert len(panels[0].patches) == 3  # the diagonal cells of sources A and B, the avg target column
+    assert panels[0].get_xticklabels()[-1].get_text() == "avg\ntarget"
+    row_a = means["draem lr=0.0001"].loc["A"]
+    expected = f"{row_a.drop('A').mean():.3f}"  # the average over A's targets, in the last cell of row A
+    assert expected in [text.get_text().split("\n")[0] for text in panels[0].texts if text.get_position() == (len(row_a), 0)]
     assert figure.get_suptitle().startswith("Transfer matrix: image AUROC, trained on (rows) x evaluated on (columns)")
     with Image.open(seeds / "transfer_matrix.png") as image:
         assert image.format == "PNG" and image.size[0] > image.size[1]
@@ -160,4 +167,31 @@ def test_transfer_matrix_text_reads_on_every_colour() -> None:
         value = float(text.get_text().split("\n")[0])
         assert text.get_color() == text_colour(image.cmap(image.norm(value)))
     assert (image.norm.vmin, image.norm.vmax) == (0.0, 1.0)
-    assert [text.get_color() for text in figure.axes[0].texts] == ["white", "black", "black", "white"]
+    assert [text.get_color() for text in figure.axes[0].texts] == ["white", "black", "black", "black", "white", "black"]  # avg target last
+
+
+def test_a_key_the_model_ignores_does_not_split_conditions(tmp_path: Path) -> None:
+    """PatchCore trains one epoch whatever model.max_epochs says: max_epochs=2 and 5 are one condition."""
+    for seed, configured in ((0, 2), (1, 5)):
+        job = write_job(tmp_path, "patchcore", "A", {"A": 0.9, "B": 0.8}, seed=seed, folder=f"seed={seed}")
+        record = json.loads((job / "metrics.json").read_text())
+        record["condition"]["config"]["model"]["max_epochs"] = record["condition"]["config"]["trainer"]["max_epochs"] = configured
+        record["training_info"] |= {"max_epochs_configured": configured, "max_epochs_effective": 1}
+        (job / "metrics.json").write_text(json.dumps(record))
+    draem = write_job(tmp_path, "draem", "A", {"A": 0.9, "B": 0.8}, folder="draem")
+    record = json.loads((draem / "metrics.json").read_text())
+    record["training_info"] |= {"max_epochs_configured": 5, "max_epochs_effective": 5}
+    (draem / "metrics.json").write_text(json.dumps(record))
+    table = write_summary(tmp_path)
+    assert sorted(table["condition"]) == ["draem", "patchcore", "patchcore"]
+
+
+def test_paper_table_escapes_latex_and_marks_missing_cells(tmp_path: Path) -> None:
+    write_job(tmp_path, "draem_v2", "A", aurocs("A", 0.9), folder="one")
+    write_job(tmp_path, "50%&#{x}$~", "A", {"A": 0.8, "B": 0.7}, folder="two")  # evaluated on B only: no C, D
+    write_summary(tmp_path)
+    latex = (tmp_path / "summary.tex").read_text()
+    assert "\nA & 50\\%\\&\\#\\{x\\}\\$\\textasciitilde  & 75.0 & 0.800 & \\textbf{65.0} & \\textbf{0.700} & -- & -- & -- & -- & " in latex
+    assert "\n & draem\\_v2 & \\textbf{85.0} & \\textbf{0.900} & \\textbf{65.0} & \\textbf{0.700} & " in latex  # a tie: both bold
+    markdown = squeezed((tmp_path / "summary.md").read_text())
+    assert "| A | 50%&#{x}$~ | 75.0 | 0.800 | **65.0** | **0.700** | - | - | - | - | 70.0 | 0.750 |" in markdown

@@ -69,7 +69,7 @@ def test_parallel_sweep_summary_failure_and_rerun(tmp_path: Path, tiny_dataset: 
     assert all("Already done, not trained again" in (sweep / job / "train.log").read_text() for job in finished)
     summary = pd.read_csv(sweep / "summary.csv")
     assert list(summary["status"]) == ["success"] * 8
-    assert (summary["parameters"] > 0).all() and (summary["inference_images_per_s"] > 0).all()  # efficiency per job
+    assert (summary["parameters_total"] > 0).all() and (summary["inference_images_per_second"] > 0).all()  # efficiency per job
     assert summary["memory_bank_mb"].notna().tolist() == [False, False, True, True] * 2  # PatchCore's coreset only
     assert "## Cost per condition and source domain" in (sweep / "summary.md").read_text()
 
@@ -164,6 +164,9 @@ def test_changed_config_is_not_skipped(tmp_path: Path, tiny_dataset: Path, monke
     record["status"] = "failed"
     (tmp_path / "metrics.json").write_text(json.dumps(record))
     assert earlier_attempt(compose_cfg([*base, "seed=7"], tmp_path), tmp_path) == (None, None)
+    assert not (tmp_path / "checkpoints").exists()  # training anew: the other config's checkpoints are set aside
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_text("")  # unreadable: resumed, so that the resume check names it
     assert earlier_attempt(compose_cfg(base, tmp_path), tmp_path) == (None, str(tmp_path / "checkpoints" / "last.ckpt"))
 
 

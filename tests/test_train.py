@@ -1,5 +1,6 @@
 """One tiny CPU run per model, end to end, asserting what metrics.json and the run directory hold."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from anomalib.models.image.draem.torch_model import DraemModel
 
-from hdmap_train.engine import RunEngine
+from hdmap_train.engine_patches import RunEngine
 from hdmap_train.models import build_model, draem
 from hdmap_train.models.components import draem_subnetworks
 from hdmap_train.models.draem import HDMAPDraem
@@ -29,9 +30,11 @@ def test_draem_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["patchcore", "dinomaly"])
 def test_pretrained_models_end_to_end_offline(model: str, tiny_dataset: Path, tmp_path: Path, hf_cache: Path) -> None:
-    write_random_weights(PRETRAINED[model], hf_cache)
+    path = write_random_weights(PRETRAINED[model], hf_cache)
     run(tiny_run_cfg(model, tiny_dataset, tmp_path / "run"), tmp_path / "run")
     record = assert_complete_record(tmp_path / "run", model)
+    assert record["weights"]["mode"] == "pretrained" and [f["path"] for f in record["weights"]["files"]] == [str(path)]
+    assert record["weights"]["files"][0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     if model == "patchcore":
         info = record["training_info"]
         assert info["last_trained_epoch"] == 1 and info["monitor"] is None
@@ -99,3 +102,11 @@ def test_plots_can_be_switched_off(tiny_dataset: Path, tmp_path: Path) -> None:
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "success" and (tmp_path / "predictions.csv").is_file()
     assert not (tmp_path / "plots").exists()
+
+
+@pytest.mark.slow
+def test_memory_bank_single_epoch_is_complete_whatever_max_epochs_says(tiny_dataset: Path, tmp_path: Path, hf_cache: Path) -> None:
+    run(tiny_run_cfg("patchcore", tiny_dataset, tmp_path, "weights=random", "model.max_epochs=2"), tmp_path)
+    info = assert_complete_record(tmp_path, "patchcore")["training_info"]
+    assert info["max_epochs_configured"] == 2 and info["max_epochs_effective"] == 1 == info["last_trained_epoch"]
+    assert info["completion_type"] == "max_epochs_reached"

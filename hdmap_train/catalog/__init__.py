@@ -20,24 +20,25 @@ lightning or anomalib, so the help stays instant.
 """
 
 import re
-import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-WIDTH = 100           # help text width
-NAME_WIDTH = 22       # column of the text after a model or key name
+from hdmap_train.catalog.models import CONF_DIR, NAME_WIDTH, WIDTH, first_sentence, header_lines, model_entries, models_text
+from hdmap_train.catalog.models import ModelEntry as ModelEntry  # noqa: F401 - part of the catalog's interface
+from hdmap_train.errors import HdmapError
 
 # One line per config group of `python -m hdmap_train` (groups found but not here are listed without one).
 GROUP_HELP = {
     "model": "anomalib model and its arguments (Models, below)",
     "size": "paper (default) | cpu: a CPU-sized first try of any model | tiny: test-sized",
+    "weights": "pretrained (default: backbones from the local cache) | random: seeded, no download needed",
     "domain": "source domain (all: every domain; or domain.source=[A,B]); the others are the targets",
     "data": "dataset layout and loading (root, resize, channels, normalisation, validation)",
     "trainer": "lightning.Trainer arguments (debug: 2 batches of 1 epoch on CPU)",
+    "logger": "tensorboard (required: the run writes there) | csv (and a CSV log); +logger.<name>._target_=... adds one",
+    "callbacks": "Lightning callbacks added to the run's own: +callbacks.<name>._target_=...",
     "paths": "data, cache and output directories",
     "experiment": "named conditions, overriding any of the above (experiment=glob(*) in a sweep)",
     "hparams_search": "Optuna searches maximising optimized_metric (they set --multirun themselves)",
@@ -47,108 +48,10 @@ GROUP_HELP = {
 }
 # Which groups each command shows: (prefixes shown, prefixes hidden); a prefix covers its subgroups.
 APP_GROUPS = {
-    "train": ((), ("hydra", "prepare", "size_model")),   # size_model: the size=... files, chosen by size
+    "train": ((), ("hydra", "prepare", "size_model", "weights_model")),   # chosen by size / weights
     "prepare": (("prepare", "paths"), ()),
 }
 ALWAYS_SHOWN = {"train": ("hydra/launcher",), "prepare": ()}
-_SENTENCE_END = re.compile(r"(?<!\bal)(?<!e\.g)(?<!i\.e)\.(?=\s|$)")
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One conf/model/<name>.yaml as the help describes it."""
-
-    name: str
-    summary: str     # the first sentence of the header comment
-    weights: str     # what has to be on disk before it trains
-    monitor: str     # checkpoint / early-stopping metric
-
-    def text(self, width: int = WIDTH) -> str:
-        """`name  summary` then `weights: ... | monitor: ...`, wrapped with a hanging indent."""
-        indent = " " * (NAME_WIDTH + 2)
-        first = textwrap.fill(self.summary, width, initial_indent=f"  {self.name:<{NAME_WIDTH}}",
-                              subsequent_indent=indent, break_on_hyphens=False)
-        second = textwrap.fill(f"weights: {self.weights} | monitor: {self.monitor}", width,
-                               initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
-        return f"{first}\n{second}"
-
-
-def _header(text: str) -> list[str]:
-    """The leading comment block of a YAML file, without '#' and without the @package line."""
-    lines = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        body = line[1:].strip()
-        if not body.startswith("@package"):
-            lines.append(body)
-    return lines
-
-
-def _first_sentence(lines: list[str]) -> str:
-    """The header's first sentence (it may run over several comment lines)."""
-    text = ""
-    for line in lines:
-        if not line:
-            break
-        text = f"{text} {line}".strip()
-        match = _SENTENCE_END.search(text)
-        if match:
-            return text[: match.end()]
-    return text
-
-
-def _inline_comment(text: str, key: str) -> str:
-    """The comment after a top-level `key:` line, '' if none."""
-    match = re.search(rf"^{re.escape(key)}:[^#\n]*#\s*(.*)$", text, re.M)
-    return match.group(1).strip() if match else ""
-
-
-def _weights(cfg: DictConfig, text: str) -> str:
-    backbone = OmegaConf.select(cfg, "pretrained_backbone", throw_on_resolution_failure=False)
-    if backbone:
-        return f"timm {backbone}"
-    module = cfg.get("module") or {}
-    # Module arguments that point into the data directory are files the model reads (EfficientAD's teacher).
-    files = [f"model.module.{key}" for key in module
-             if str(OmegaConf.to_container(module, resolve=False)[key]).startswith("${paths.")]
-    if files:
-        return "local files " + ", ".join(files) + " (never downloaded)"
-    comment = _inline_comment(text, "pretrained_backbone")
-    if comment and "timm" not in comment:   # draem's comment describes the key, not its weights
-        checkpoint = next((line.strip() for line in _header(text) if line.strip().endswith(".pth")), "")
-        return f"{comment}: {checkpoint}" if checkpoint else comment
-    return "none (from scratch)"
-
-
-def _monitor(cfg: DictConfig, text: str) -> str:
-    monitor = cfg.get("monitor")
-    if monitor is None:
-        return f"none ({_inline_comment(text, 'monitor') or 'no validation metric'})"
-    patience = cfg.get("early_stopping_patience")
-    return f"{monitor} ({cfg.get('monitor_mode', 'min')}, patience {patience})"
-
-
-def model_entry(path: Path) -> ModelEntry:
-    """The catalogue entry of one model config file."""
-    text = path.read_text()
-    cfg = OmegaConf.create(text)
-    return ModelEntry(
-        name=str(cfg.get("name") or path.stem),
-        summary=_first_sentence(_header(text)),
-        weights=_weights(cfg, text),
-        monitor=_monitor(cfg, text),
-    )
-
-
-def model_entries(conf_dir: Path = CONF_DIR) -> list[ModelEntry]:
-    """Every conf/model/*.yaml, by name."""
-    return [model_entry(path) for path in sorted((Path(conf_dir) / "model").glob("*.yaml"))]
-
-
-def models_text(conf_dir: Path = CONF_DIR, width: int = WIDTH) -> str:
-    """The model list as the help and `python -m hdmap_train.catalog` print it."""
-    return "\n".join(entry.text(width) for entry in model_entries(conf_dir))
 
 
 def _groups_from_hydra() -> dict[str, list[str]] | None:
@@ -226,7 +129,7 @@ def group_options_text(group: str, conf_dir: Path = CONF_DIR, width: int = WIDTH
     lines = []
     for path in sorted((Path(conf_dir) / group).glob("*.yaml")):
         text = path.read_text()
-        description = _first_sentence(_header(text)) or "-"
+        description = first_sentence(header_lines(text)) or "-"
         domains = OmegaConf.create(text).get("domains")
         if isinstance(domains, DictConfig) and all("condition" in d and "sensor" in d for d in domains.values()):
             # a prepare/mapping option: which raw files each domain reads
@@ -312,13 +215,24 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m hdmap_train.catalog [MODEL ...]`: the model list (all models, or the ones named)."""
-    names = list(sys.argv[1:] if argv is None else argv)
+def print_models(options: dict, overrides: list) -> int:
+    """The model list: all models, or the ones named by model= (a name or a list); HdmapError for an unknown name."""
+    del overrides
+    chosen = options["model"]
+    names = [] if chosen is None else [str(n) for n in (chosen if isinstance(chosen, list) else [chosen])]
     entries = model_entries()
     unknown = sorted(set(names) - {entry.name for entry in entries})
     if unknown:
-        print(f"unknown model(s): {', '.join(unknown)}; known: {', '.join(e.name for e in entries)}", file=sys.stderr)
-        return 2
+        raise HdmapError(f"unknown model(s): {', '.join(unknown)}; known: {', '.join(e.name for e in entries)}")
     print("\n".join(entry.text() for entry in entries if not names or entry.name in names))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hdmap_train.catalog [model=<name>|[a,b]]`: the model list (all models, or the ones named)."""
+    from hdmap_train.arguments import Command, Key, run_command
+
+    command = Command("catalog", "The models of conf/model/: weights, early-stopping monitor, what each is.",
+                      (Key("model", "a model name or a list [draem,patchcore] (default: every model)"),),
+                      ("model=patchcore", "model=[draem,patchcore]"), bare="model")
+    return run_command(command, print_models, argv)

@@ -1,4 +1,4 @@
-"""`python -m hdmap_train.catalog [MODEL ...]`: the models of conf/model/, as `python -m hdmap_train --help` lists them."""
+"""`python -m hdmap_train.catalog [model=<name>|[a,b]]`: the models of conf/model/, as `python -m hdmap_train --help` lists them."""
 
 import sys
 

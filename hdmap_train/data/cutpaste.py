@@ -22,8 +22,13 @@ tall patches) and its patch report called them landscape. Here the (2, 4) defaul
 like HDMAP's horizontal line faults; the seed's tall patches are patch_ratio_range=[0.25, 0.5].
 Clean images are returned untouched (label 0) and nothing is clamped, faulted or not.
 
-All randomness comes from torch's global generator, so a caller can make it reproducible with
-``torch.manual_seed`` (validation does, inside ``torch.random.fork_rng``).
+Every image of the batch is faulted at once, on the batch's device, with no host synchronisation:
+per-image sizes, amplitudes and positions are tensors; the target position is drawn uniformly among
+all positions whose rectangle does not overlap the source (counted exactly over the position grid,
+no rejection loop), patches are copied by gather, masks come from coordinate comparisons.
+
+All randomness comes from torch's generator of the images' device, so a caller can make it
+reproducible with ``torch.manual_seed`` (validation does, inside ``torch.random.fork_rng``).
 """
 
 from collections.abc import Sequence
@@ -54,14 +59,14 @@ def checked_range(name: str, values: Sequence[float], integer: bool, low: float)
     return kind(values[0]), kind(values[1])
 
 
-def uniform_int(lo: int, hi: int) -> int:
-    """Uniform integer in [lo, hi] (inclusive) from torch's global generator."""
-    return int(torch.randint(lo, hi + 1, ()).item())
+def uniform_ints(lo: torch.Tensor | int, hi: torch.Tensor | int, size: int, device: torch.device) -> torch.Tensor:
+    """(size,) uniform integers in [lo, hi] (inclusive, per element when tensors) from the device's generator."""
+    return (lo + torch.floor(torch.rand(size, device=device, dtype=torch.float64) * (hi - lo + 1))).long()
 
 
-def uniform(lo: float, hi: float) -> float:
-    """Uniform float in [lo, hi] from torch's global generator."""
-    return lo + (hi - lo) * float(torch.rand(()).item())
+def uniforms(lo: float, hi: float, size: int, device: torch.device) -> torch.Tensor:
+    """(size,) uniform floats in [lo, hi) from the device's generator."""
+    return lo + (hi - lo) * torch.rand(size, device=device, dtype=torch.float64)
 
 
 class CutPasteGenerator:
@@ -110,58 +115,77 @@ class CutPasteGenerator:
             )
             raise HdmapError(msg)
 
-    def patch_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) of the next patch for an image of height x width."""
+    def patch_sizes(self, batch: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heights, widths) (B,) of the patches for images of height x width."""
         del height, width
-        return uniform_int(*self.cut_h_range), uniform_int(*self.cut_w_range)
-
-    def amplitude(self) -> float:
-        """The next fault amplitude."""
-        return uniform(*self.amplitude_range)
+        return uniform_ints(*self.cut_h_range, batch, device), uniform_ints(*self.cut_w_range, batch, device)
 
     def __call__(self, images: torch.Tensor, faulted: torch.Tensor | None = None) -> SyntheticFaults:
         """Add one fault to each selected image of a (B, C, H, W) batch.
 
         faulted: (B,) bool, which images get a fault; None draws each with `probability`.
         """
-        batch, _, height, width = images.shape
+        batch, channels, height, width = images.shape
         self.check_image_size(height, width)
+        device = images.device
         if faulted is None:
-            faulted = torch.rand(batch) < self.probability
-        out = images.clone()
-        masks = images.new_zeros(batch, 1, height, width)
-        amplitudes = images.new_zeros(batch)
-        for i in torch.nonzero(faulted.cpu()).flatten().tolist():
-            h, w = self.patch_size(height, width)
-            amplitudes[i] = self.amplitude()
-            for _ in range(self.patch_count):
-                src = (uniform_int(0, height - h), uniform_int(0, width - w))
-                top, left = target_position(height, width, h, w, src)
-                patch = images[i, :, src[0] : src[0] + h, src[1] : src[1] + w]
-                if self.normalize_patch:
-                    patch = patch / patch.abs().amax().clamp_min(torch.finfo(patch.dtype).tiny)
-                out[i, :, top : top + h, left : left + w] += amplitudes[i] * patch
-                masks[i, :, top : top + h, left : left + w] = 1.0
-        return SyntheticFaults(out, masks, faulted.to(images.device, images.dtype), amplitudes)
+            faulted = torch.rand(batch, device=device) < self.probability
+        faulted = faulted.to(device=device, dtype=torch.bool)
+        h, w = self.patch_sizes(batch, height, width, device)
+        amplitudes = torch.where(faulted, uniforms(*self.amplitude_range, batch, device), 0.0).to(images.dtype)
+        rows = torch.arange(height, device=device).view(1, height, 1)
+        cols = torch.arange(width, device=device).view(1, 1, width)
+        hh, ww = h.view(-1, 1, 1), w.view(-1, 1, 1)
+        flat = images.reshape(batch, channels, height * width)
+        added = torch.zeros_like(images)
+        masks = torch.zeros(batch, 1, height, width, dtype=torch.bool, device=device)
+        for _ in range(self.patch_count):
+            src_top, src_left = uniform_ints(0, height - h, batch, device), uniform_ints(0, width - w, batch, device)
+            top, left = target_positions(height, width, h, w, src_top, src_left)
+            top, left, st, sl = (t.view(-1, 1, 1) for t in (top, left, src_top, src_left))
+            target = (rows >= top) & (rows < top + hh) & (cols >= left) & (cols < left + ww)  # (B, H, W)
+            source = (rows >= st) & (rows < st + hh) & (cols >= sl) & (cols < sl + ww)
+            index = ((rows - top + st).clamp(0, height - 1) * width + (cols - left + sl).clamp(0, width - 1)).view(batch, 1, -1)
+            patch = flat.gather(2, index.expand(batch, channels, -1)).view_as(images)
+            if self.normalize_patch:
+                peak = torch.where(source.unsqueeze(1), images.abs(), 0).amax(dim=(1, 2, 3), keepdim=True)
+                patch = patch / peak.clamp_min(torch.finfo(images.dtype).tiny)
+            target = target.unsqueeze(1) & faulted.view(-1, 1, 1, 1)
+            added = added + torch.where(target, amplitudes.view(-1, 1, 1, 1) * patch, 0)
+            masks |= target
+        return SyntheticFaults(images + added, masks.to(images.dtype), faulted.to(images.dtype), amplitudes)
+
+
+def target_positions(
+    height: int, width: int, h: torch.Tensor, w: torch.Tensor, src_top: torch.Tensor, src_left: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (B,), a uniform top-left corner of an h x w rectangle not overlapping the one at the source.
+
+    Counted exactly over the grid of positions (no rejection loop). If the patch is so large that every
+    position overlaps, any position other than the source is used (and the source itself only when
+    the patch fills the image, which check_image_size forbids).
+    """
+    batch, device = len(h), h.device
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, width)
+    hh, ww, st, sl = (t.view(-1, 1, 1) for t in (h, w, src_top, src_left))
+    fits = (rows <= height - hh) & (cols <= width - ww)
+    apart = (rows + hh <= st) | (rows >= st + hh) | (cols + ww <= sl) | (cols >= sl + ww)
+    allowed = fits & apart
+    fallback = fits & ~((rows == st) & (cols == sl))
+    fallback = torch.where(fallback.flatten(1).any(1).view(-1, 1, 1), fallback, fits)
+    allowed = torch.where(allowed.flatten(1).any(1).view(-1, 1, 1), allowed, fallback).flatten(1)
+    counts = allowed.cumsum(1)
+    pick = torch.floor(torch.rand(batch, device=device, dtype=torch.float64) * counts[:, -1]).long()
+    position = (counts <= pick.view(-1, 1)).sum(1)  # the (pick + 1)-th allowed position
+    return position // width, position % width
 
 
 def target_position(height: int, width: int, h: int, w: int, source: tuple[int, int]) -> tuple[int, int]:
-    """Uniform top-left corner of an h x w rectangle not overlapping the one at `source`.
-
-    If the patch is so large that every position overlaps, any position other than the source is
-    used (and the source itself only when the patch fills the image, which check_image_size forbids).
-    """
-    rows, cols = torch.arange(height - h + 1), torch.arange(width - w + 1)
-    row_apart = (rows + h <= source[0]) | (rows >= source[0] + h)
-    col_apart = (cols + w <= source[1]) | (cols >= source[1] + w)
-    allowed = row_apart[:, None] | col_apart[None, :]
-    if not allowed.any():
-        allowed = torch.ones_like(allowed)
-        if allowed.numel() > 1:
-            allowed[source] = False
-    choices = torch.nonzero(allowed)
-    top, left = choices[uniform_int(0, len(choices) - 1)].tolist()
-    return top, left
+    """target_positions for one rectangle (a convenience for tests and callers outside the hot path)."""
+    one = torch.tensor
+    top, left = target_positions(height, width, one([h]), one([w]), one([source[0]]), one([source[1]]))
+    return int(top), int(left)
 
 
 class SeverityCutPasteGenerator(CutPasteGenerator):
@@ -211,9 +235,9 @@ class SeverityCutPasteGenerator(CutPasteGenerator):
             )
             raise HdmapError(msg)
 
-    def patch_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) of the next patch: width drawn first, height from the aspect ratio."""
+    def patch_sizes(self, batch: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heights, widths) (B,): width drawn first, height from the aspect ratio."""
         del width
-        patch_width = uniform_int(*self.cut_w_range)
-        ratio = uniform(*self.ratio_range)
-        return min(max(1, round(patch_width / ratio)), height - 1), patch_width
+        patch_width = uniform_ints(*self.cut_w_range, batch, device)
+        ratio = uniforms(*self.ratio_range, batch, device)
+        return torch.round(patch_width / ratio).long().clamp(1, height - 1), patch_width

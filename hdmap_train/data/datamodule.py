@@ -5,14 +5,14 @@ train      = source train/good minus the held-out part (several sources: the uni
 validation = a seeded held-out fraction of source train/good, taken from each source domain separately:
              normal only (validation: normal), or with deterministic line faults injected into part of
              it (validation: synthetic_faults)
-test       = test/{good,fault} of each source and of each target domain, one set per domain; each
-             test sample may carry a named subgroup (e.g. cold/warm) in a `subgroup` column
+test       = test/{good,fault} of each source and target domain, one set per domain (a test image may carry a
+             named subgroup, e.g. cold/warm, in a `subgroup` column)
 
-The datamodule only builds datasets and loaders: the folder scan is hdmap_train.data.layout, decoding,
-normalising and resizing hdmap_train.data.images / .normalization, and the in-memory splits
-hdmap_train.data.dataset. `build_datamodule` instantiates it from the `data` config group (its
-`_target_`); with `data.synthetic` set, the built-in dataset is generated once into `data.cache_dir`
-(hdmap_train.data.synthetic) and used as the root.
+The datamodule only builds datasets and loaders: its options are checked before (hdmap_train.checks), the folder
+scan is data.layout's (default hdmap_train.data.layout.scan_domain), decoding, normalising and resizing
+hdmap_train.data.images / .normalization, the in-memory splits hdmap_train.data.dataset. `build_datamodule`
+instantiates it from the `data` config group; with `data.synthetic` set, the built-in dataset is generated once
+into `data.cache_dir` (hdmap_train.data.synthetic) and used as the root.
 
 On a CUDA GPU (CUDA available and `accelerator`, data.accelerator = trainer.accelerator, not cpu) the
 loaders pin their batches (`pin_memory: auto`), and `device_cache: true` keeps every split on the GPU,
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from anomalib.data import ImageBatch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule
@@ -33,27 +34,21 @@ from torch.utils.data import DataLoader
 
 from hdmap_train.data.dataset import CacheBudget, HDMAPDataset
 from hdmap_train.data.faults import FaultInjector
-from hdmap_train.data.images import RESIZE_METHODS, ImagePipeline, read_images
+from hdmap_train.data.images import ImagePipeline, read_images
 from hdmap_train.data.layout import (
-    check_subgroups,
+    Scan,
     domain_folder,
-    list_images,
-    manifest_reference,
     scan_domain,
     split_sources,
-    subgroup_counts,
     subgroup_coverage,
 )
-from hdmap_train.data.normalization import Normalizer, PixelStats, check_normalization, make_normalizer
-from hdmap_train.data.synthetic import SyntheticSpec, ensure_dataset
-from hdmap_train.domains import SEVERAL_SOURCES_NORMALIZATION, domain_problems, shared_normalization, source_domains, source_label
+from hdmap_train.data.normalization import Normalizer, PixelStats, make_normalizer
+from hdmap_train.data.summary import data_summary
+from hdmap_train.data.synthetic import dataset_root
+from hdmap_train.domains import source_domains, source_label
 from hdmap_train.errors import HdmapError
 
 log = logging.getLogger(__name__)
-
-VALIDATION_MODES = ("normal", "synthetic_faults")
-MP_CONTEXTS = (None, "fork", "spawn", "forkserver")
-PIN_MEMORY = ("auto", True, False)
 
 
 def on_cuda(accelerator: str) -> bool:
@@ -77,17 +72,6 @@ def build_datamodule(data_cfg: DictConfig, domain_cfg: DictConfig, seed: int) ->
         if cause is not None:
             raise cause from None
         raise
-
-
-def dataset_root(root: str | Path | None, synthetic: dict | None, cache_dir: str | Path | None) -> Path:
-    """`root`, or the synthetic dataset of spec `synthetic`, generated once into `cache_dir` (it wins when set)."""
-    if synthetic is not None:
-        if cache_dir is None:
-            raise HdmapError("data.synthetic needs data.cache_dir (default ${paths.cache_dir}) to generate into.")
-        return ensure_dataset(SyntheticSpec.from_options(synthetic), Path(cache_dir))
-    if not root:
-        raise HdmapError("data.root is not set. Pass data.root=<dir> (or set HDMAP_ROOT), or use data=synthetic.")
-    return Path(root).expanduser()
 
 
 class MultiDomainHDMAPDataModule(LightningDataModule):
@@ -119,8 +103,10 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         accelerator: str = "auto",
         pin_memory: bool | str = "auto",
         device_cache: bool = False,
+        layout: Scan | None = None,
     ) -> None:
-        """Check every option (nothing is read from disk until `setup`, except a synthetic dataset's generation).
+        """Keep the options (checked before: hdmap_train.checks.check_data); nothing is read from disk until `setup`,
+        except a synthetic dataset's generation.
 
         Args:
             root: the dataset folder (<root>/domain_X/...); ignored when `synthetic` is set.
@@ -148,33 +134,14 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             pin_memory: "auto" (pinned when training on a CUDA GPU), true or false.
             device_cache: keep every split on the model's device (the current CUDA GPU, else the CPU),
                 normalised and resized there; it must fit in cache_limit_mb and needs num_workers=0.
+            layout: the folder layout, scan(root, domain, split, subgroups) -> samples (default: scan_domain, the
+                HDMAP folders).
         """
         super().__init__()
         resolved_root = dataset_root(root, synthetic, cache_dir)
-        if not 0.0 < val_fraction < 1.0:
-            msg = f"data.val_fraction={val_fraction} must lie strictly between 0 and 1 (e.g. 0.1)."
-            raise HdmapError(msg)
-        if problems := domain_problems(source, list(targets), known=None):  # the domains present are checked in setup
-            raise HdmapError(f"{problems[0]}.")
         sources = source_domains(source)
-        if channels not in (1, 3):
-            raise HdmapError(f"data.channels={channels} must be 3 (grey replicated, ImageNet backbones) or 1.")
-        if resize not in RESIZE_METHODS:
-            raise HdmapError(f"data.resize={resize} is unknown; choose one of {', '.join(RESIZE_METHODS)}.")
-        if validation not in VALIDATION_MODES:
-            raise HdmapError(f"data.validation={validation} is unknown; choose one of {', '.join(VALIDATION_MODES)}.")
-        if multiprocessing_context not in MP_CONTEXTS:
-            msg = f"data.multiprocessing_context={multiprocessing_context} must be fork, spawn, forkserver or null."
-            raise HdmapError(msg)
-        if pin_memory not in PIN_MEMORY:
-            raise HdmapError(f"data.pin_memory={pin_memory} must be auto, true or false.")
-        if device_cache and num_workers > 0:
-            msg = (f"data.device_cache=true keeps the images on the device, which DataLoader workers cannot share; set "
-                   f"data.num_workers=0 (now {num_workers}) or data.device_cache=false.")
-            raise HdmapError(msg)
-        if device_cache and pin_memory is True:
-            raise HdmapError("data.pin_memory=true has nothing to pin with data.device_cache=true; set data.pin_memory=auto.")
         self.root = resolved_root
+        self.scan = layout or scan_domain
         self.sources = sources
         self.source = source_label(sources)  # domain_A, or domain_A+domain_B for several sources
         self.targets = [domain_folder(t) for t in targets]
@@ -189,12 +156,9 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         self.channels = channels
         self.resize = resize
         self.normalization = {"mode": "none", "stats": "source", "bounds": None, **(normalization or {})}
-        check_normalization(self.normalization["mode"], self.normalization["stats"], self.normalization["bounds"], self.domains)
-        if len(sources) > 1 and not shared_normalization(self.normalization["mode"], self.normalization["stats"]):
-            raise HdmapError(SEVERAL_SOURCES_NORMALIZATION)
         self.validation = validation
         self.validation_faults = {"fraction": 0.5, "strength": [0.5, 1.5], "rows": [1, 2], **(validation_faults or {})}
-        self.subgroups = check_subgroups(subgroups)
+        self.subgroups = [dict(rule) for rule in subgroups or []]
         self.min_train_images = int(min_train_images)
         self.drop_single_leftover = drop_single_leftover
         self.pin_memory = (not device_cache and on_cuda(accelerator)) if pin_memory == "auto" else pin_memory
@@ -206,11 +170,10 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         self.val_data: HDMAPDataset
         self.test_data: dict[str, HDMAPDataset] = {}
 
-    name = "HDMAP"
-
+    name = "HDMAP"  # anomalib's Engine names its workspace <model>/<name>/<category>
     @property
     def category(self) -> str:
-        """The source domain (anomalib's Engine names its workspace <model>/<name>/<category>)."""
+        """The source domain (the workspace's <category>)."""
         return self.source
 
     @property
@@ -226,7 +189,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         if not self.root.is_dir():
             msg = f"Dataset root {self.root} does not exist. Set data.root=<dir> (or HDMAP_ROOT), or use data=synthetic."
             raise HdmapError(msg)
-        train, val = split_sources(self.root, self.sources, self.val_fraction, self.seed, self.min_train_images)
+        train, val = split_sources(self.root, self.sources, self.val_fraction, self.seed, self.min_train_images, self.scan)
         natives = read_images(list(pd.concat([train, val]).image_path), f"{self.source} train")
         self.statistics = {self.source: PixelStats.of(natives[path] for path in train.image_path)}
         self.normalizers = {domain: self._normalizer(domain) for domain in self.domains}
@@ -247,7 +210,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         self.val_data = self._dataset(val, shared, budget, natives, faults)
         del natives
         self.test_data = {
-            domain: self._dataset(scan_domain(self.root, domain, "test", self.subgroups), domain, budget)
+            domain: self._dataset(self.scan(self.root, domain, "test", self.subgroups), domain, budget)
             for domain in self.domains
         }
         if not (self.root / "manifest.json").is_file():
@@ -267,7 +230,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
             if stats_from == "source":
                 return make_normalizer(mode, domain, self.statistics[self.source])
             if domain not in self.statistics:  # a target: its own normal training images (never test images)
-                files = list_images(self.root / domain / "train" / "good")
+                files = list(self.scan(self.root, domain, "train").image_path)
                 self.statistics[domain] = PixelStats.of(read_images(files, f"{domain} train").values())
             return make_normalizer(mode, domain, self.statistics[domain])
         return make_normalizer(mode, domain, bounds=self.normalization["bounds"])
@@ -277,7 +240,7 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         natives: dict[str, np.ndarray] | None = None, faults: FaultInjector | None = None,
     ) -> HDMAPDataset:
         pipeline = ImagePipeline(self.image_size, self.resize, self.normalizers[domain])
-        return HDMAPDataset(samples, pipeline, self.channels, budget, natives, faults, self.cache_device)
+        return HDMAPDataset(samples, pipeline, budget, natives, faults, self.cache_device)
 
     def drops_last_image(self) -> bool:
         """Whether training drops one image per epoch: only a last batch of exactly one, when drop_single_leftover.
@@ -314,56 +277,24 @@ class MultiDomainHDMAPDataModule(LightningDataModule):
         """One loader per evaluated domain, source first."""
         return {domain: self._loader(dataset, train=False) for domain, dataset in self.test_data.items()}
 
-    def _cache_modes(self) -> dict:
-        return {"train": self.train_data.cache_mode, "val": self.val_data.cache_mode,
-                "test": {d: ds.cache_mode for d, ds in self.test_data.items()}}
+    def predict_dataloader(self) -> list[DataLoader]:
+        """What a run predicts: the validation set (for the threshold), then every test set, source first."""
+        return [self.val_dataloader(), *self.test_dataloaders().values()]
 
-    def _per_source(self) -> dict:
-        """Several sources: their names and each one's training and (stratified) validation counts; {} for one."""
-        if len(self.sources) == 1:
-            return {}
-        return {
-            "sources": self.sources,
-            "validation_split": "stratified: data.val_fraction of each source domain's train/good, joined",
-            **{f"{split}_samples_by_source": dataset.samples.domain.value_counts().reindex(self.sources).astype(int).to_dict()
-               for split, dataset in (("train", self.train_data), ("val", self.val_data))},
-        }
+    def on_after_batch_transfer(self, batch: ImageBatch, dataloader_idx: int) -> ImageBatch:
+        """The batch as the model takes it, on the model's device: data.channels=3 replicates the grey channel there.
+
+        Loaders yield single-channel batches (hdmap_train.data.dataset's GPU contract). On a CPU the three
+        channels are one read-only expanded view; on another device a contiguous copy (models may write to it).
+        Lightning calls this hook in every loop when the loaders come from this datamodule (fit/predict with
+        datamodule=...), so hdmap_train never passes its loaders to a trainer by hand.
+        """
+        del dataloader_idx
+        if self.channels == 1:
+            return batch
+        image = batch.image.expand(-1, self.channels, -1, -1)
+        return batch.update(in_place=False, image=image if image.device.type == "cpu" else image.contiguous())
 
     def summary(self) -> dict:
-        """What was loaded and how, for metrics.json (data record)."""
-        datasets = [self.train_data, self.val_data, *self.test_data.values()]
-        subgroups = {d: subgroup_counts(ds.samples) for d, ds in self.test_data.items() if "subgroup" in ds.samples}
-        manifest = manifest_reference(self.root)
-        return {
-            "root": str(self.root),
-            "manifest": manifest,
-            # without manifest.json nothing records which raw condition/sensor each domain_X holds
-            "mapping_verified": manifest is not None,
-            "train_samples": len(self.train_data),
-            "train_images_per_epoch": len(self.train_data) - int(self.drops_last_image()),
-            "val_samples": len(self.val_data),
-            "test_samples": {d: len(ds) for d, ds in self.test_data.items()},
-            "native_sizes": [list(shape) for shape in sorted({s for ds in datasets for s in ds.native_shapes})],
-            "image_size": list(self.image_size),
-            "resize": self.resize,
-            "channels": self.channels,
-            "normalization": {
-                "mode": self.normalization["mode"],
-                "stats": self.normalization["stats"],
-                "applied": {d: n.as_dict() for d, n in self.normalizers.items()},
-                "train_statistics": {d: s.as_dict() for d, s in self.statistics.items()},
-            },
-            **self._per_source(),
-            "validation": {
-                "mode": self.validation,
-                "normal": int((self.val_data.samples.label_index == 0).sum()),
-                "fault": int((self.val_data.samples.label_index == 1).sum()),
-                **({"faults": self.validation_faults} if self.validation == "synthetic_faults" else {}),
-            },
-            "subgroups": subgroups,
-            "subgroup_warnings": self.subgroup_warnings,
-            "cache": {"limit_mb": self.cache_limit_mb, **self._cache_modes(),
-                      **({"device": str(self.cache_device)} if self.cache_device else {})},
-            "num_workers": self.num_workers,
-            "pin_memory": self.pin_memory,
-        }
+        """What was loaded and how, for metrics.json (data record; hdmap_train.data.summary)."""
+        return data_summary(self)

@@ -5,6 +5,11 @@ A dataset is built from a sample table (hdmap_train.data.layout.scan_domain) and
 naming itself). A DataLoader gets whole batches from `__getitems__`, cut from one cached tensor in one
 operation, and `collate` passes them through unchanged. With a `device` (data.device_cache) the cached
 tensor lives there, normalised and resized by that device, and batches are cut there.
+
+GPU contract: every batch is single-channel, (B, 1, H, W), float32 and contiguous (a plain copy, never a
+view with stride 0), so that DataLoader(pin_memory=True) can copy it into page-locked memory and the copy
+to the GPU moves a third of the bytes of a 3-channel batch. Models that want 3 channels get the grey image
+replicated on the batch's device, after the transfer (`MultiDomainHDMAPDataModule.on_after_batch_transfer`).
 """
 
 from collections.abc import Callable
@@ -18,7 +23,7 @@ from anomalib.data.datasets.base.image import AnomalibDataset
 from torchvision.tv_tensors import Image
 
 from hdmap_train.data.faults import FaultInjector
-from hdmap_train.data.images import ImagePipeline, read_image, read_images
+from hdmap_train.data.images import ImagePipeline, check_native_sizes, read_image, read_images
 from hdmap_train.errors import HdmapError
 
 
@@ -78,14 +83,13 @@ class HDMAPDataset(AnomalibDataset):
     (N, 1, H, W) tensor if it fits in `budget` ("resized"), else as decoded arrays that are
     normalised and resized on access ("native"), else re-read from file on every access ("stream").
     With a `device`, the final tensor is made and kept on that device ("device"); it must fit in `budget`.
-    Channels: 3 replicates the grey image (ImageNet backbones), 1 keeps it single-channel.
+    Images and batches are single-channel; the datamodule replicates the channels on the model's device.
     """
 
     def __init__(
         self,
         samples: pd.DataFrame,
         pipeline: ImagePipeline,
-        channels: int = 3,
         budget: CacheBudget | None = None,
         natives: dict[str, np.ndarray] | None = None,
         faults: FaultInjector | None = None,
@@ -96,7 +100,6 @@ class HDMAPDataset(AnomalibDataset):
         Args:
             samples: one row per image (image_path, label_index, split, domain; optional injected_fault).
             pipeline: normalisation and resizing of decoded images.
-            channels: 3 (grey replicated, a read-only expanded view) or 1.
             budget: memory shared with the other splits; None = unlimited.
             natives: already decoded images by path (train/validation share one read); the rest are read here.
             faults: the injector for the rows whose injected_fault is set.
@@ -105,7 +108,6 @@ class HDMAPDataset(AnomalibDataset):
         super().__init__()
         self.samples = samples
         self.pipeline = pipeline
-        self.channels = channels
         self.faults = faults
         self.device = device
         self._paths = list(self.samples.image_path)
@@ -116,6 +118,7 @@ class HDMAPDataset(AnomalibDataset):
         if missing:  # test splits (train/val come decoded); one warning per split if image kinds are mixed
             natives = {**natives, **read_images(missing, f"{samples.domain.iloc[0]} {samples.split.iloc[0]}")}
         images = [self._native(i, natives[path]) for i, path in enumerate(self._paths)]
+        check_native_sizes(self._paths, images, pipeline.image_size, pipeline.resize, f"{samples.domain.iloc[0]} {samples.split.iloc[0]}")
         self.native_shapes = sorted({tuple(image.shape) for image in images})
         self.cache_mode, self._images = self._keep(images, budget or CacheBudget(float("inf")))
 
@@ -142,17 +145,14 @@ class HDMAPDataset(AnomalibDataset):
         return "stream", None
 
     def images(self, indices: list[int]) -> torch.Tensor:
-        """The (B, C, H, W) images of `indices` (C = channels; 3 is a read-only expanded view)."""
+        """The (B, 1, H, W) images of `indices`: a new contiguous tensor (see the module's GPU contract)."""
         if self.cache_mode == "device":
-            batch = self._images[indices]
-        elif self.cache_mode == "resized":
+            return self._images[indices]  # advanced indexing: a contiguous copy
+        if self.cache_mode == "resized":
             # numpy's gather: one plain copy, without torch's thread pool (slow for small copies on busy CPUs)
-            batch = torch.from_numpy(self._images.numpy()[indices])
-        else:
-            natives = [self._images[i] if self.cache_mode == "native" else self._native(i) for i in indices]
-            batch = self.pipeline(natives)
-        batch = batch.expand(-1, 3, -1, -1) if self.channels == 3 else batch
-        return batch.contiguous() if self.cache_mode == "device" else batch  # as the others' copy to the GPU makes them
+            return torch.from_numpy(self._images.numpy()[indices])
+        natives = [self._images[i] if self.cache_mode == "native" else self._native(i) for i in indices]
+        return self.pipeline(natives)
 
     def __getitem__(self, index: int) -> ImageItem:
         return HDMAPImageItem(image=self.images([index])[0], gt_label=self._labels[index], image_path=self._paths[index])

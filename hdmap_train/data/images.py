@@ -5,7 +5,8 @@ as stored (values above 1 stay). Shapes: H x W; H x W x 1 and 1 x H x W are sque
 RGBA PNG, RGB TIFF with channels first or last) loses its alpha and becomes grey, exactly when the
 channels are identical, else by ITU-R 601 luma. Stacks, volumes, 1-pixel strips, other pixel types,
 NaN/inf and unreadable files raise HdmapError naming the file. `read_images` warns when one split
-mixes kinds (value ranges) or converts colour.
+mixes kinds (value ranges) or converts colour. `check_native_sizes` says when a split mixes image sizes
+(each is brought to the image size by data.resize) and stops where data.resize=pad would crop an image.
 
 `ImagePipeline` brings decoded images to what a model gets: normalised (hdmap_train.data.normalization)
 and resized, as one float32 tensor, CHUNK images per tensor operation, on the CPU or on another device
@@ -22,11 +23,11 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from hdmap_train.checks import RESIZE_METHODS
 from hdmap_train.data.normalization import Normalizer
 from hdmap_train.errors import HdmapError
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
-RESIZE_METHODS = ("nearest", "bilinear", "aspect_pad", "pad")
 log = logging.getLogger(__name__)
 CHANNELS = (3, 4)  # RGB, RGBA
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601
@@ -66,6 +67,34 @@ def read_images(paths: list, what: str) -> dict:
         images[path], kinds[str(path)] = read_image_with_kind(Path(path))
     warn_mixed_kinds(kinds, what)
     return images
+
+
+def check_native_sizes(paths: list, images: list[np.ndarray], image_size: tuple[int, int], method: str, what: str) -> None:
+    """Stop at the first image that data.resize=pad would crop; log once when the split `what` mixes image sizes.
+
+    Every other method brings each image to `image_size` on its own, so a mixed-size split is handled (and its
+    sizes are listed in metrics.json data.native_sizes); pad keeps the pixels and centres them, so a larger image
+    would lose its edges.
+    """
+    target = tuple(int(s) for s in image_size)
+    if method == "pad":
+        for path, image in zip(paths, images, strict=True):
+            if image.shape[0] > target[0] or image.shape[1] > target[1]:
+                raise HdmapError(f"Image {path} is {size_text(image)}, larger than data.image_size={list(target)}, and "
+                                 "data.resize=pad would crop it: raise data.image_size, or choose data.resize=aspect_pad.")
+    sizes: dict[tuple, list] = {}
+    for path, image in zip(paths, images, strict=True):
+        sizes.setdefault(image.shape, []).append(path)
+    if len(sizes) > 1:
+        counts = ", ".join(f"{'x'.join(map(str, shape))}: {len(files)}" for shape, files in sizes.items())
+        odd = next(files[0] for files in list(sizes.values())[1:])
+        log.warning("%s holds images of %d sizes (%s; the first of another size than the first image: %s); each is "
+                    "brought to %dx%d by data.resize=%s.", what, len(sizes), counts, odd, *target, method)
+
+
+def size_text(image: np.ndarray) -> str:
+    """'HxW' of a (H, W) image."""
+    return "x".join(map(str, image.shape))
 
 
 def warn_mixed_kinds(kinds: dict[str, str], what: str) -> None:

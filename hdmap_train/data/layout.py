@@ -13,6 +13,7 @@ decodes an image. `split_sources` holds out validation images from each source d
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,28 +38,6 @@ def list_images(folder: Path) -> list[Path]:
         msg = f"Split {folder} is empty: no {'/'.join(IMAGE_EXTENSIONS)} images. Add images or point data.root elsewhere."
         raise HdmapError(msg)
     return files
-
-
-def check_subgroups(rules: list[dict] | None) -> list[dict]:
-    """Validate `data.subgroups`: a list of {name, and one of index: [start, stop], fraction: [a, b], pattern: regex}."""
-    checked = []
-    for rule in rules or []:
-        kinds = [k for k in ("index", "fraction", "pattern") if rule.get(k) is not None]
-        if not rule.get("name") or len(kinds) != 1:
-            msg = (
-                f"data.subgroups entry {rule} needs a name and exactly one of index: [start, stop], "
-                "fraction: [from, to] or pattern: <regex on the file name>."
-            )
-            raise HdmapError(msg)
-        if kinds[0] == "pattern":
-            try:
-                re.compile(rule["pattern"])
-            except re.error as exc:
-                raise HdmapError(f"data.subgroups pattern {rule['pattern']!r} is not a valid regex: {exc}.") from exc
-        elif len(rule[kinds[0]]) != 2:
-            raise HdmapError(f"data.subgroups {kinds[0]} {rule[kinds[0]]} must be [start, stop] (stop may be null).")
-        checked.append(dict(rule))
-    return checked
 
 
 def subgroup_names(files: list[Path], rules: list[dict]) -> list[str]:
@@ -87,9 +66,15 @@ def subgroup_names(files: list[Path], rules: list[dict]) -> list[str]:
     return names
 
 
+# A folder layout: scan(root, domain, split, subgroups) -> samples, chosen by data.layout (null: scan_domain).
+Scan = Callable[..., pd.DataFrame]
+
+
 def scan_domain(root: Path, domain: str, split: str, subgroups: list[dict] | None = None) -> pd.DataFrame:
-    """One row per image of `split` in `domain`: image_path, label_index, split, domain, mask_path
-    (+ subgroup for test splits when subgroup rules are given).
+    """The HDMAP folder layout, <root>/domain_X/{train/good, test/good, test/fault}/*: one row per image of `split`
+    ("train": normal training images; "test": good and fault) in `domain`: image_path, label_index (0 good, 1 fault),
+    split, domain, mask_path (+ subgroup for test splits when subgroup rules are given). Another layout is a function
+    of this signature returning the same columns (data.layout, README "Data").
     """
     folder = root / domain_folder(domain)
     if not folder.is_dir():
@@ -133,13 +118,14 @@ def split_validation(
 
 
 def split_sources(
-    root: Path, sources: list[str], val_fraction: float, seed: int, min_train_images: int
+    root: Path, sources: list[str], val_fraction: float, seed: int, min_train_images: int, scan: "Scan | None" = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, validation) of the source domains: each domain's train/good split on its own (split_validation,
     same seed), then joined in source order, so every source holds out its val_fraction and a domain's
-    validation images are the same whichever other sources it is trained with.
+    validation images are the same whichever other sources it is trained with. scan: the folder layout (scan_domain).
     """
-    parts = [split_validation(scan_domain(root, source, "train"), val_fraction, seed, min_train_images) for source in sources]
+    scan = scan or scan_domain
+    parts = [split_validation(scan(root, source, "train"), val_fraction, seed, min_train_images) for source in sources]
     train, val = (pd.concat(frames, ignore_index=True) for frames in zip(*parts, strict=True))
     val.attrs = train.attrs = dict(parts[0][0].attrs)
     return train, val

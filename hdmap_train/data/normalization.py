@@ -23,9 +23,6 @@ import torch
 
 from hdmap_train.errors import HdmapError
 
-MODES = ("none", "minmax_fixed", "minmax", "zscore", "per_image")
-STATS_FROM = ("source", "per_domain")
-
 
 @dataclass
 class PixelStats:
@@ -94,23 +91,6 @@ class Normalizer:
         if self.mode in ("none", "per_image"):
             return {"mode": self.mode}
         return {"mode": self.mode, "shift": self.shift, "scale": self.scale}
-
-
-def check_normalization(mode: str, stats_from: str, bounds: dict | None, domains: list[str]) -> None:
-    """Reject unknown modes and missing/invalid fixed bounds, naming the config key."""
-    if mode not in MODES:
-        raise HdmapError(f"data.normalization.mode={mode} is unknown; choose one of {', '.join(MODES)}.")
-    if stats_from not in STATS_FROM:
-        raise HdmapError(f"data.normalization.stats={stats_from} is unknown; choose one of {', '.join(STATS_FROM)}.")
-    if mode != "minmax_fixed":
-        return
-    for domain in domains:
-        pair = fixed_bounds(bounds, domain)
-        if pair is None:
-            msg = f"data.normalization.bounds has no [min, max] for {domain}; add e.g. bounds.{domain.removeprefix('domain_')}=[0,1]."
-            raise HdmapError(msg)
-        if not pair[1] > pair[0]:
-            raise HdmapError(f"data.normalization.bounds for {domain} is {list(pair)}; max must be greater than min.")
 
 
 def fixed_bounds(bounds: dict | None, domain: str) -> tuple[float, float] | None:

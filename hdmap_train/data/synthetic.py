@@ -28,6 +28,7 @@ import numpy as np
 import tifffile
 
 from hdmap_train.data.faults import add_line_faults
+from hdmap_train.errors import HdmapError
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +177,14 @@ def ensure_dataset(spec: SyntheticSpec, cache_dir: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def dataset_root(root: str | Path | None, synthetic: dict | None, cache_dir: str | Path | None) -> Path:
+    """`root`, or the synthetic dataset of spec `synthetic`, generated once into `cache_dir` (it wins when set)."""
+    if synthetic is not None:
+        if cache_dir is None:
+            raise HdmapError("data.synthetic needs data.cache_dir (default ${paths.cache_dir}) to generate into.")
+        return ensure_dataset(SyntheticSpec.from_options(synthetic), Path(cache_dir))
+    if not root:
+        raise HdmapError("data.root is not set. Pass data.root=<dir> (or set HDMAP_ROOT), or use data=synthetic.")
+    return Path(root).expanduser()

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import einops
 import torch
-import torchvision
 from anomalib.data import Batch
 from anomalib.models import (
     Cflow,
@@ -118,6 +117,12 @@ class HDMAPGanomaly(FixedInputSize, ValidationLossMixin, Ganomaly):
             raise HdmapError(msg)
         super().__init__(image_size=image_size, **kwargs)
 
+    def training_step(self, batch: Batch, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Anomalib's step; its generator loss is also logged as train_loss (the epoch lines, train_loss_per_epoch)."""
+        losses = super().training_step(batch, *args, **kwargs)
+        self.log("train_loss", losses["generator_loss"].detach(), on_step=False, on_epoch=True, batch_size=len(batch.image))
+        return losses
+
     def validation_loss(self, batch: Batch) -> torch.Tensor:
         with training_branch(self.model):
             padded, fake, latent_i, latent_o = self.model(batch.image)
@@ -191,33 +196,12 @@ class HDMAPCflow(ValidationLossMixin, Cflow):
         return torch.cat(losses).mean()
 
 
-def torchvision_weights_file(backbone: str) -> Path:
-    """Where torchvision looks for `backbone`'s default ImageNet weights: <torch hub dir>/checkpoints/<file>."""
-    weights = torchvision.models.get_model_weights(backbone).DEFAULT
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-
-
 class HDMAPUniNet(FixedInputSize, ValidationLossMixin, UniNet):
-    """UniNet; val_loss = its contrastive + classification loss. Teachers use torchvision weights, found offline."""
+    """UniNet; val_loss = its contrastive + classification loss.
 
-    def __init__(self, image_size: Sequence[int], teacher_backbone: str = "wide_resnet50_2", **kwargs) -> None:
-        """Check that the teacher's weights are on disk, then build anomalib's UniNet.
-
-        Args:
-            image_size: (height, width) of the images.
-            teacher_backbone: torchvision model whose default ImageNet weights must be in the torch hub cache.
-            **kwargs: anomalib UniNet's other arguments.
-        """
-        path = torchvision_weights_file(teacher_backbone)
-        if not path.is_file():
-            url = torchvision.models.get_model_weights(teacher_backbone).DEFAULT.url
-            msg = (
-                f"UniNet's teacher '{teacher_backbone}' needs torchvision's ImageNet weights file {path.name}, "
-                f"which is not in {path.parent} (the torch hub cache; set TORCH_HOME to use another). Training "
-                f"never downloads. To fix, download {url} on a machine with network and copy it to {path}."
-            )
-            raise HdmapError(msg)
-        super().__init__(image_size=image_size, teacher_backbone=teacher_backbone, **kwargs)
+    Its torchvision teachers load ImageNet weights from the torch hub cache, checked offline by build_model
+    (hdmap_train.weights.require_torchvision).
+    """
 
     def validation_loss(self, batch: Batch) -> torch.Tensor:
         with training_branch(self.model):
@@ -227,11 +211,15 @@ class HDMAPUniNet(FixedInputSize, ValidationLossMixin, UniNet):
 class HDMAPEfficientAd(ValidationLossMixin, EfficientAd):
     """EfficientAD with a local teacher file and local penalty images; val_loss = loss_st + loss_ae + loss_stae.
 
-    The validation loss uses the first of the penalty images as its fixed penalty batch.
+    The validation loss uses the first of the penalty images as its fixed penalty batch. `random_teacher`
+    (weights=random): the teacher keeps its seeded random initial weights and the penalty images are seeded noise.
     """
 
+    PENALTY_NOISE_IMAGES = 8  # random_teacher: how many noise images stand in for ImageNette
+
     def __init__(
-        self, image_size: Sequence[int], teacher_weights: str | Path | None, imagenet_dir: str | Path | None, **kwargs
+        self, image_size: Sequence[int], teacher_weights: str | Path | None, imagenet_dir: str | Path | None,
+        random_teacher: bool = False, **kwargs
     ) -> None:
         """Check the image size and both local assets, then build anomalib's EfficientAd.
 
@@ -241,11 +229,20 @@ class HDMAPEfficientAd(ValidationLossMixin, EfficientAd):
                 anomalib's efficientad_pretrained_weights.zip).
             imagenet_dir: an ImageFolder tree of natural images (anomalib uses ImageNette) for the
                 student's penalty term.
+            random_teacher: no local asset: a random teacher and noise penalty images (teacher_weights and
+                imagenet_dir must then be null).
             **kwargs: anomalib EfficientAd's other arguments (model_size, lr, ...).
         """
         if min(image_size) < 256:
             msg = f"EfficientAD's autoencoder needs images of at least 256x256, got model.image_size={list(image_size)}."
             raise HdmapError(msg)
+        self.random_teacher = random_teacher
+        if random_teacher:
+            if teacher_weights is not None or imagenet_dir is not None:
+                msg = "EfficientAD's random_teacher takes no local asset: set model.module.teacher_weights=null and imagenet_dir=null."
+                raise HdmapError(msg)
+            super().__init__(**kwargs)
+            return
         size = str(kwargs.get("model_size", "small"))
         if teacher_weights is None or not Path(teacher_weights).is_file():
             msg = (
@@ -266,9 +263,20 @@ class HDMAPEfficientAd(ValidationLossMixin, EfficientAd):
         self.teacher_weights = Path(teacher_weights)
 
     def prepare_pretrained_model(self) -> None:
-        """Load the teacher from the local file (anomalib's would download it)."""
-        state = torch.load(self.teacher_weights, map_location=self.device, weights_only=True)
-        self.model.teacher.load_state_dict(state)
+        """Load the teacher from the local file (anomalib's would download it); a random teacher stays as built."""
+        if not self.random_teacher:
+            state = torch.load(self.teacher_weights, map_location=self.device, weights_only=True)
+            self.model.teacher.load_state_dict(state)
+
+    def prepare_imagenette_data(self, image_size: tuple[int, int] | torch.Size) -> None:
+        """The penalty images: anomalib's ImageFolder of `imagenet_dir`, or seeded uniform noise for a random teacher."""
+        if not self.random_teacher:
+            super().prepare_imagenette_data(image_size)
+            return
+        noise = torch.rand(self.PENALTY_NOISE_IMAGES, 3, *image_size, generator=torch.Generator().manual_seed(0))
+        dataset = torch.utils.data.TensorDataset(noise, torch.zeros(len(noise), dtype=torch.long))
+        self.imagenet_loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, shuffle=True)
+        self.imagenet_iterator = iter(self.imagenet_loader)
 
     def validation_loss(self, batch: Batch) -> torch.Tensor:
         penalty_image = self.imagenet_loader.dataset[0][0][None].to(batch.image.device)

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import torch
 from anomalib.data import Batch
-from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from anomalib.models import Draem
 from anomalib.models.components import AnomalibModule
 from anomalib.models.image.draem.torch_model import DraemModel
 
+from hdmap_train.data.perlin import BatchedPerlinAnomalyGenerator
 from hdmap_train.errors import HdmapError
 from hdmap_train.models.components import DraemFocalLoss, draem_subnetworks
 from hdmap_train.models.validation import ValidationLossMixin
@@ -41,7 +41,8 @@ def default_draem_model() -> DraemModel:
 class HDMAPDraem(ValidationLossMixin, Draem):
     """anomalib's DRAEM; widths, learning rate and anomaly source are arguments.
 
-    Nothing is downloaded (anomalib's Draem would fetch DTD when its folder is missing).
+    Nothing is downloaded (anomalib's Draem would fetch DTD when its folder is missing). The synthetic
+    anomalies are anomalib's, drawn for the whole batch on its device (hdmap_train.data.perlin).
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class HDMAPDraem(ValidationLossMixin, Draem):
             msg = f"model.module.anomaly_source_dir={anomaly_source_dir} is not a folder. Point it at texture images or set it to null."
             raise HdmapError(msg)
         self.save_hyperparameters(ignore=list(components))
-        self.augmenter = PerlinAnomalyGenerator(anomaly_source_path=anomaly_source_dir, blend_factor=tuple(beta))
+        self.augmenter = BatchedPerlinAnomalyGenerator(anomaly_source_path=anomaly_source_dir, blend_factor=tuple(beta))
         self.model = default_draem_model()  # the generator as after anomalib's default networks; they are replaced
         self.model.reconstructive_subnetwork, self.model.discriminative_subnetwork = draem_subnetworks(
             3, reconstructive_width, discriminative_width
@@ -83,6 +84,17 @@ class HDMAPDraem(ValidationLossMixin, Draem):
         self.sspcab = False
         self.learning_rate = learning_rate
         self.lr_milestones = list(lr_milestones)
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """The DRAEM step of anomalib; the loss is logged with the batch's size (the epoch mean weighs a short last batch by
+        its images) and as a tensor (anomalib's loss.item() waited for the device every step).
+        """
+        del args, kwargs
+        augmented_image, anomaly_mask = self.augmenter(batch.image)
+        reconstruction, prediction = self.model(augmented_image)
+        loss = self.loss(batch.image, reconstruction, anomaly_mask, prediction)
+        self.log("train_loss", loss.detach(), on_epoch=True, prog_bar=True, logger=True, batch_size=len(batch.image))
+        return {"loss": loss}
 
     def validation_loss(self, batch: Batch) -> torch.Tensor:
         """The DRAEM training loss (anomalib's) on the validation batch with seeded Perlin anomalies."""

@@ -39,7 +39,7 @@ class BlockedKCenterGreedy(KCenterGreedy):
     block_bytes = 64 << 20
 
     def __init__(self, embedding: torch.Tensor, sampling_ratio: float, device: torch.device | str | None = None,
-                 block_bytes: int | None = None) -> None:
+                 block_bytes: int | None = None, progress: bool = True) -> None:
         """KCenterGreedy's sampler, computing on `device`.
 
         Args:
@@ -47,10 +47,12 @@ class BlockedKCenterGreedy(KCenterGreedy):
             sampling_ratio: coreset size / N.
             device: where the selection runs; the embedding is moved there (default: where it is).
             block_bytes: size of one block's difference buffer (default: the class's block_bytes).
+            progress: show a progress bar of the selection (off with trainer.enable_progress_bar=false).
         """
         super().__init__(embedding if device is None else embedding.to(device), sampling_ratio)
         if block_bytes is not None:
             self.block_bytes = block_bytes
+        self.progress = progress
 
     def select_coreset_idxs(self) -> list[int]:
         """Indices of the coreset, in selection order (as KCenterGreedy.select_coreset_idxs)."""
@@ -67,7 +69,7 @@ class BlockedKCenterGreedy(KCenterGreedy):
 
         idx = torch.randint(high=self.n_observations, size=(1,), device=features.device).squeeze()
         selected = [idx]
-        for _ in tqdm(range(self.coreset_size - 1), desc="Selecting Coreset Indices."):
+        for _ in tqdm(range(self.coreset_size - 1), desc="Selecting Coreset Indices.", disable=not self.progress):
             center = features[idx]
             for start in range(0, n, rows):
                 block = features[start : start + rows]
@@ -125,7 +127,8 @@ class HDMAPPatchcore(Patchcore):
         synchronize(embedding.device)
         stacked = time.perf_counter()
         if self.coreset_sampler == "blocked":
-            sampler = BlockedKCenterGreedy(embedding, self.coreset_sampling_ratio, device=self.device)
+            progress = self._trainer is None or self.trainer.progress_bar_callback is not None
+            sampler = BlockedKCenterGreedy(embedding, self.coreset_sampling_ratio, device=self.device, progress=progress)
         else:
             sampler = KCenterGreedy(embedding=embedding, sampling_ratio=self.coreset_sampling_ratio)
         self.coreset_device = str(sampler.embedding.device)

@@ -3,7 +3,6 @@ overrides, condition, what the job cost (metrics.json `efficiency`; empty for ol
 of the readable jobs.
 """
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +12,19 @@ from omegaconf import OmegaConf
 
 from hdmap_train.domains import short_domain, source_domains, source_label
 from hdmap_train.errors import HdmapError
-from hdmap_train.evaluation import record_transfer_metrics
 from hdmap_train.job_names import RESULT_NEUTRAL_OVERRIDE_KEYS, covered, override_key
-from hdmap_train.sweep.conditions import condition_table, interpolation_links, lookup
+from hdmap_train.metrics import record_transfer_metrics
+from hdmap_train.results import COST_METRICS, JOBS, SHIFT_METRICS, load_record, shown
+from hdmap_train.sweep.conditions import condition_table, effective_config, interpolation_links, lookup
 
 log = logging.getLogger(__name__)
-FIRST_COLUMNS = ["job", "condition", "model", "source", "seed", "status", "source_AUROC", "source_F1"]
-SHIFT_COLUMNS = ["avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio"]
+DOMAIN_COLUMNS = shown(JOBS)  # per evaluated domain: <header>_<domain> (AUROC_B), the source's as source_<header>
+FIRST_COLUMNS = ["job", "condition", "model", "source", "seed", "status", *(f"source_{m.header}" for m in DOMAIN_COLUMNS)]
+SHIFT_COLUMNS = [m.key for m in shown(JOBS, SHIFT_METRICS)]
 # metrics.json efficiency (hdmap_train.efficiency.run_efficiency): parameters_total, test-set inference rate, peak
 # memory (CUDA allocated on a GPU, peak RSS on a CPU), the memory bank (PatchCore's coreset or PaDiM's Gaussian)
-EFFICIENCY_COLUMNS = ["parameters", "inference_images_per_s", "peak_memory_mb", "memory_bank_mb"]
-LAST_COLUMNS = [*SHIFT_COLUMNS, "transfer_ratio_note", "fit_seconds", *EFFICIENCY_COLUMNS, "inference_device", "error"]
+EFFICIENCY_COLUMNS = [m.key for m in shown(JOBS, COST_METRICS)]
+LAST_COLUMNS = [*SHIFT_COLUMNS, "transfer_ratio_note", "fit_seconds", *EFFICIENCY_COLUMNS, "inference_device", "weights", "error"]
 OVERRIDE_PREFIX = "override."  # summary.csv column of a job override: override.<key>, e.g. override.model.max_epochs
 
 
@@ -70,7 +71,7 @@ def efficiency_row(record: dict) -> dict:
     if not found:
         return {}
     store = found.get("memory_bank") or found.get("gaussian") or {}
-    return {"parameters": found.get("parameters_total"), "inference_images_per_s": found.get("inference_images_per_second"),
+    return {"parameters_total": found.get("parameters_total"), "inference_images_per_second": found.get("inference_images_per_second"),
             "peak_memory_mb": mebibytes(found.get("peak_memory_bytes")), "memory_bank_mb": mebibytes(store.get("bytes")),
             "inference_device": found.get("device")}
 
@@ -87,16 +88,16 @@ def record_row(record: dict) -> dict:
         "status": record["status"],
         "error": error.splitlines()[0] if error else "",
         "fit_seconds": (record.get("training_info") or {}).get("fit_seconds"),
+        "weights": (record.get("weights") or {}).get("mode"),  # pretrained | random | none (empty: older runs)
         **efficiency_row(record),
     }
     if record["status"] != "success":
         return row
     shift = record_transfer_metrics(record)
-    row |= {"source_AUROC": record["source_results"]["image_AUROC"], "source_F1": record["source_results"]["image_F1Score"],
-            **{key: shift[key] for key in [*SHIFT_COLUMNS, "transfer_ratio_note"]}}
+    row |= {f"source_{m.header}": record["source_results"][m.key] for m in DOMAIN_COLUMNS}
+    row |= {key: shift[key] for key in [*SHIFT_COLUMNS, "transfer_ratio_note"]}
     for domain, result in {**(record.get("source_domain_results") or {}), **record["target_results"]}.items():
-        row[f"AUROC_{short_domain(domain)}"] = result["image_AUROC"]
-        row[f"F1_{short_domain(domain)}"] = result["image_F1Score"]
+        row |= {f"{m.header}_{short_domain(domain)}": result[m.key] for m in DOMAIN_COLUMNS}
     return row
 
 
@@ -135,7 +136,7 @@ def read_job(job_dir: Path, config: dict) -> tuple[dict, dict | None]:
     if not metrics.is_file():  # running, killed, or stopped before its run started
         return {"status": "missing", "error": "no metrics.json", **config_row(config)}, None
     try:
-        record = json.loads(metrics.read_text())
+        record = load_record(metrics)
         return record_row(record), record
     except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
         return unreadable_row(metrics, exc, config), None
@@ -179,13 +180,15 @@ def collect(sweep_dir: Path) -> Sweep:
         msg = f"{sweep_dir} holds no job folders (.hydra/ or metrics.json): pass a sweep directory such as multirun/<date>/<time>."
         raise HdmapError(msg)
     table = pd.DataFrame(rows)
-    for column in ("seed", "parameters"):  # integers, also beside missing jobs and records without them
+    for column in ("seed", "parameters_total"):  # integers, also beside missing jobs and records without them
         table[column] = pd.to_numeric(table.get(column, pd.Series(index=table.index, dtype=float)), errors="coerce").astype("Int64")
-    configs = [(records.get(job) or {}).get("condition", {}).get("config") for job in table["job"]]
+    configs = [effective_config(records[job]) if job in records else None for job in table["job"]]
     conditions = condition_table(table.get("model", pd.Series(index=table.index, dtype=object)).tolist(), configs, links)
     table = pd.concat([table, conditions], axis=1)
     condition_columns = [c for c in conditions.columns if c != "condition"]
     override_columns = sorted(c for c in table.columns if c.startswith(OVERRIDE_PREFIX))
-    domain_columns = sorted((c for c in table.columns if c.startswith(("AUROC_", "F1_"))), key=lambda c: (c.split("_", 1)[1], c[0]))
+    prefixes = [f"{m.header}_" for m in DOMAIN_COLUMNS]
+    domain_columns = sorted((c for c in table.columns if c.startswith(tuple(prefixes))),
+                            key=lambda c: (c.split("_", 1)[1], prefixes.index(c.split("_", 1)[0] + "_")))
     order = FIRST_COLUMNS[:1] + override_columns + FIRST_COLUMNS[1:2] + condition_columns + FIRST_COLUMNS[2:] + domain_columns
     return Sweep(table.reindex(columns=order + LAST_COLUMNS), records, condition_columns)

@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from hdmap_train.domains import short_domain
 from hdmap_train.errors import HdmapError
 from hdmap_train.sweep.collect import job_dirs, read_job, written_config
-from hdmap_train.sweep.conditions import condition_table, interpolation_links
+from hdmap_train.sweep.conditions import condition_table, effective_config, interpolation_links
 from hdmap_train.sweep.markdown import number, text
 from hdmap_train.sweep.tables import markdown_table
 
@@ -100,7 +100,7 @@ def find_jobs(directories: list[Path]) -> list[Job]:
                 origins.append(str(directory))
     if not jobs:
         raise HdmapError(f"No successful runs in {', '.join(map(str, directories))}: nothing to compare.")
-    configs = [job.record["condition"].get("config") for job in jobs]
+    configs = [effective_config(job.record) for job in jobs]
     labels = condition_table([job.record["condition"]["model"] for job in jobs], configs, links)["condition"].tolist()
     places: dict[str, set[str]] = {}
     for label, origin in zip(labels, origins, strict=True):
@@ -128,13 +128,25 @@ def pair_jobs(a: list[Job], b: list[Job]) -> tuple[list[tuple[Job, Job]], list[J
 
 
 def check_same_images(first: Job, other: Job, domains: list[str]) -> None:
-    """HdmapError (one line) unless both jobs were tested on the same dataset (manifest) and images of `domains`."""
+    """HdmapError (one line) unless both jobs were tested on the same dataset (manifest) and images of `domains`: equal
+    test fingerprints (data.test_fingerprints: file paths, labels and bytes), or for records without them equal
+    (file name, label) sets, with a warning that the content was not compared.
+    """
     hashes = [((job.record.get("data") or {}).get("manifest") or {}).get("sha256") for job in (first, other)]
     what = f"Cannot pair {first.folder} ({first.condition}) with {other.folder} ({other.condition})"
     if None not in hashes and hashes[0] != hashes[1]:
         raise HdmapError(f"{what}: their datasets differ (manifest sha256 {hashes[0][:12]} vs {hashes[1][:12]}). "
                          "Compare runs tested on the same data.")
-    for domain in domains:
+    prints = [(job.record.get("data") or {}).get("test_fingerprints") or {} for job in (first, other)]
+    for domain in domains:  # the content of the test sets, whatever the layout
+        if domain in prints[0] and domain in prints[1] and prints[0][domain] != prints[1][domain]:
+            raise HdmapError(f"{what}: their {domain} test sets differ in content (fingerprints {prints[0][domain][:12]} vs "
+                             f"{prints[1][domain][:12]}: other files, labels or bytes). Compare runs tested on the same images.")
+    unprinted = [domain for domain in domains if not (domain in prints[0] and domain in prints[1])]
+    if unprinted:
+        log.warning("%s or %s has no test fingerprint of %s (recorded before they were): paired by file names and labels "
+                    "only", first.folder, other.folder, ", ".join(unprinted))
+    for domain in unprinted:
         keys = [set(zip(job.images()[domain]["name"], job.images()[domain]["label"], strict=True)) for job in (first, other)]
         if keys[0] != keys[1]:
             only = [sorted(keys[0] - keys[1]), sorted(keys[1] - keys[0])]

@@ -3,10 +3,13 @@
 A job's identity is its resolved config (metrics.json's condition.config) without the result-neutral keys
 (hdmap_train.job_names.comparable_config) and without `name`, `seed` (seeds are repeats) and `domain`
 (the source domain is a column of its own). Two jobs that differ in any other value are two conditions.
+A value the model did not use is replaced by the one it ran with (effective_config): a memory-bank model
+(PatchCore, PaDiM) trains one epoch whatever model.max_epochs says, so max_epochs does not split its jobs.
 Each condition is shown by the model and the config values that differ between conditions of that
 model (columns such as `model.module.learning_rate`), and a short label: `draem`, or `draem lr=0.001`.
 """
 
+import copy
 import json
 import re
 from typing import Any
@@ -24,6 +27,21 @@ INTERPOLATION = re.compile(r"\$\{(?:oc\.select:)?(\.*)([\w.]+?)(?:,[^}]*)?\}")
 def identity(config: dict) -> dict:
     """The config values that decide a job's results, apart from its seed and source domain."""
     return drop_keys(comparable_config(config), IDENTITY_DROPPED_KEYS)
+
+
+def effective_config(record: dict) -> dict | None:
+    """A record's resolved config with the values the model really ran with: model.max_epochs and trainer.max_epochs
+    as training_info.max_epochs_effective (anomalib's one epoch for memory-bank models); None without a config.
+    """
+    config = (record.get("condition") or {}).get("config")
+    effective = (record.get("training_info") or {}).get("max_epochs_effective")
+    if config is None or effective is None:
+        return config
+    config = copy.deepcopy(config)
+    for section in ("model", "trainer"):
+        if isinstance(config.get(section), dict) and "max_epochs" in config[section]:
+            config[section]["max_epochs"] = effective
+    return config
 
 
 def lookup(config: dict, key: str) -> Any:

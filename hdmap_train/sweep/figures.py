@@ -5,11 +5,125 @@ A job trained on several sources is a source of its own (`A+B`: a panel, a row);
 evaluated domains, each source domain on its own.
 """
 
+import numpy as np
 import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from hdmap_train.domains import SEPARATOR
-from hdmap_train.plots import heatmap_figure, transfer_matrix_figure
+from hdmap_train.pictures import new_figure
+
+
+def text_colour(rgba: tuple[float, ...]) -> str:
+    """Black or white, whichever reads better on a cell of this colour (relative luminance)."""
+    red, green, blue = rgba[:3]
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.45 else "white"
+
+
+AUROC_COLOURS, AUROC_NORM = colormaps["RdYlGn"], Normalize(0.0, 1.0)  # 0 to 1: AUROCs below chance stay distinguishable
+
+
+def auroc_cells(ax, matrix: pd.DataFrame, counts: pd.DataFrame | None = None) -> None:
+    """Draw an AUROC matrix on ax: colours on the 0-1 scale, each value (and n) in black or white to read on its cell."""
+    values = matrix.to_numpy(dtype=float)
+    ax.imshow(values, cmap=AUROC_COLOURS, norm=AUROC_NORM, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        if np.isnan(value):
+            continue
+        label = f"{value:.3f}" if counts is None else f"{value:.3f}\nn={counts.iat[i, j]}"
+        ax.text(j, i, label, ha="center", va="center", fontsize=8, color=text_colour(AUROC_COLOURS(AUROC_NORM(value))))
+
+
+def outline(ax, row: int, column: int, rows: int = 1, colour: str = "black") -> None:
+    """A frame around rows cells of one column, starting at (row, column)."""
+    ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, rows, fill=False, edgecolor=colour, lw=2 if colour == "black" else 3))
+
+
+AVG_TARGET = "avg\ntarget"  # the headline column: mean AUROC over the evaluated domains that are not a source
+HEADLINE = "tab:blue"
+
+
+def avg_target(row: pd.Series, source: str) -> float:
+    """Mean of a row's AUROCs over the domains that are not one of `source`'s (A, or A+B)."""
+    targets = [domain for domain in row.index if domain not in source.split("+")]
+    return float(row[targets].mean()) if targets else float("nan")
+
+
+def auroc_colour_bar(figure: Figure, axes: list) -> None:
+    """The colour bar of the AUROC panels."""
+    figure.colorbar(ScalarMappable(AUROC_NORM, AUROC_COLOURS), ax=axes, label="image AUROC (0.5 = chance)", shrink=0.8)
+
+
+def heatmap_figure(matrices: dict[str, pd.DataFrame], notes: dict[str, dict[str, str]]) -> Figure:
+    """Sweep AUROC heatmaps: one panel per source domain, conditions x evaluated domains, source column outlined.
+
+    notes[source][condition]: the status of a condition without success.
+    """
+    sources = list(matrices)
+    conditions = list(next(iter(matrices.values())).index) if matrices else []
+    domains = list(next(iter(matrices.values())).columns) if matrices else []
+    width = max(4.5, 0.9 * (len(domains) + 1) * len(sources) + 0.08 * max(map(len, conditions), default=0) + 2.5)
+    figure = new_figure(width, 1.9 + 0.45 * len(conditions))
+    if not domains:
+        figure.text(0.5, 0.5, "no successful job yet", ha="center", va="center")
+        return figure
+    axes = figure.subplots(1, len(sources), squeeze=False)[0]
+    for ax, source in zip(axes, sources, strict=True):
+        matrix = matrices[source]
+        auroc_cells(ax, matrix.assign(**{AVG_TARGET: matrix.apply(avg_target, axis=1, source=source)}))
+        ax.set_xticks(range(len(domains) + 1), [f"{d}\n(source)" if d in source.split("+") else d for d in domains] + [AVG_TARGET])
+        ax.set_yticks(range(len(conditions)), conditions)
+        ax.set_title(f"trained on {source}")
+        for domain in source.split("+"):  # one source (A), or several (A+B)
+            if domain in domains:
+                outline(ax, 0, domains.index(domain), len(conditions))
+        outline(ax, 0, len(domains), len(conditions), HEADLINE)
+        for i, condition in enumerate(conditions):
+            if condition in notes.get(source, {}):
+                ax.text((len(domains) - 1) / 2, i, notes[source][condition], ha="center", va="center", color="grey")
+    auroc_colour_bar(figure, list(axes))
+    figure.suptitle("Image AUROC per evaluated domain, by source domain\n(black: the source's own test set; blue: "
+                    "the average over the targets, the headline number)")
+    return figure
+
+
+def transfer_matrix_figure(means: dict[str, pd.DataFrame], counts: dict[str, pd.DataFrame]) -> Figure:
+    """Transfer matrices: one panel per condition, source domains (rows) x evaluated domains (columns).
+
+    means[condition]: mean image AUROC over the condition's jobs per cell, counts[condition]: how many jobs
+    (n, written in the cell); the diagonal (each source's own test set) is outlined.
+    """
+    conditions = list(means)
+    first = next(iter(means.values()))
+    sources, domains = list(first.index), list(first.columns)
+    columns = min(len(conditions), 3)
+    rows = -(-len(conditions) // columns)
+    figure = new_figure(max(6.0, (0.9 * (len(domains) + 1) + 1.6) * columns + 1.5), (0.75 * len(sources) + 1.3) * rows + 1.0)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, condition in zip(axes, conditions, strict=False):
+        mean, count = means[condition], counts[condition]
+        averages = [avg_target(mean.loc[source], source) for source in sources]
+        targets = {source: [d for d in domains if d not in source.split("+")] for source in sources}
+        fewest = [int(count.loc[source, targets[source]].min()) if targets[source] else 0 for source in sources]
+        auroc_cells(ax, mean.assign(**{AVG_TARGET: averages}), count.assign(**{AVG_TARGET: fewest}))
+        ax.set_xticks(range(len(domains) + 1), [*domains, AVG_TARGET])
+        outline(ax, 0, len(domains), len(sources), HEADLINE)
+        ax.set_yticks(range(len(sources)), sources)
+        ax.set(xlabel="evaluated on", ylabel="trained on", title=condition)
+        for i, source in enumerate(sources):
+            for domain in source.split("+"):  # one source (A), or several (A+B)
+                if domain in domains:
+                    outline(ax, i, domains.index(domain))
+    for ax in axes[len(conditions):]:
+        ax.axis("off")
+    auroc_colour_bar(figure, list(axes))
+    figure.suptitle("Transfer matrix: image AUROC, trained on (rows) x evaluated on (columns)\n"
+                    "mean of the n jobs of each cell; black: the source's own test set; blue: the average over the "
+                    "targets (n: the fewest jobs of its cells)")
+    return figure
 
 
 def auroc_matrix(rows: pd.DataFrame) -> pd.DataFrame:

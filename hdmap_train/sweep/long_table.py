@@ -8,15 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from hdmap_train.domains import short_domain
-from hdmap_train.evaluation import PAUC_KEY
+from hdmap_train.results import LONG, keys
 from hdmap_train.sweep.collect import Sweep
 from hdmap_train.sweep.conditions import lookup
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-LONG_METRICS = (
-    "image_AUROC", "image_AUPR", PAUC_KEY, "image_F1Score", "image_precision", "image_recall", "image_accuracy",
-    "image_FPR", "oracle_F1Score", "TPR_at_FPR_1pct", "TPR_at_FPR_5pct",
-)
+LONG_METRICS = tuple(keys(LONG))  # the metrics of each evaluated domain and subgroup (hdmap_train.results)
 VERSION_PREFIX = "version."  # results_long.csv column of a package version: version.<package>, e.g. version.torch
 
 

@@ -7,19 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from hdmap_train.evaluation import PAUC_KEY
+from hdmap_train.results import COST_METRICS, DOMAIN_METRICS, SHIFT_METRICS, SUMMARY, Metric, shown
 from hdmap_train.sweep.collect import OVERRIDE_PREFIX, Sweep
 from hdmap_train.sweep.statistics import AVERAGE, mean_std
 from hdmap_train.sweep.tables import markdown_table, paper_markdown
 
-SHIFT_HEADERS = {"avg_target_auroc": "avg target AUROC", "hmean_target_auroc": "hmean target AUROC",
-                 "hmean_auroc": "hmean AUROC (all domains)", "transfer_ratio": "transfer ratio"}
-DOMAIN_HEADERS = {"image_AUROC": "AUROC", "image_AUPR": "AUPR", PAUC_KEY: "pAUC FPR≤0.1", "image_F1Score": "F1",
-                  "image_accuracy": "acc", "TPR_at_FPR_1pct": "TPR@FPR1%", "TPR_at_FPR_5pct": "TPR@FPR5%"}
-EFFICIENCY_HEADERS = {"parameters": "parameters (M)", "inference_images_per_s": "inference images/s",
-                      "peak_memory_mb": "peak memory MiB", "memory_bank_mb": "memory bank MiB"}
-EFFICIENCY_FORMATS = {"parameters": (2, 1e-6), "inference_images_per_s": (1, 1.0), "peak_memory_mb": (0, 1.0),
-                      "memory_bank_mb": (1, 1.0)}  # (decimals, scale)
 PROBLEMS = (("failed", "Failed jobs"), ("missing", "Missing results (running, killed, or stopped before the run)"),
             ("unreadable", "Unreadable results (corrupt or truncated metrics.json)"))
 
@@ -77,18 +69,17 @@ def conditions_section(sweep: Sweep) -> list[str]:
             *markdown_table(header, rows), ""]
 
 
-def statistics_rows(stats: pd.DataFrame, target_rows: bool, metrics: dict, formats: dict | None = None) -> list[list[str]]:
-    """One row per condition x source (x evaluated domain x subgroup when target_rows): 'mean ± std (n=k)' per metric
-    (formats: metric -> (decimals, scale), default 3 and 1).
+def statistics_rows(stats: pd.DataFrame, target_rows: bool, metrics: list[Metric]) -> list[list[str]]:
+    """One row per condition x source (x evaluated domain x subgroup when target_rows): 'mean ± std (n=k)' per metric,
+    in its digits and scale.
     """
-    formats = formats or {}
     chosen = stats[(stats["target"] != "") & (stats["target"] != AVERAGE)] if target_rows else stats[stats["target"] == ""]
     keys = ["condition", "source", "target", "subgroup"] if target_rows else ["condition", "source"]
     rows = []
     for key, group in chosen.groupby(keys, sort=True):
         found = group.set_index("metric")
-        cells = [mean_std(found.at[m, "mean"], found.at[m, "std"], int(found.at[m, "n"]), *formats.get(m, (3, 1.0)))
-                 if m in found.index else "-" for m in metrics]
+        cells = [mean_std(found.at[m.key, "mean"], found.at[m.key, "std"], int(found.at[m.key, "n"]), m.digits, m.scale)
+                 if m.key in found.index else "-" for m in metrics]
         if any(cell != "-" for cell in cells):
             rows.append([*(str(k) if k != "" else "(all)" for k in key), *cells])
     return rows
@@ -132,17 +123,18 @@ def summary_markdown(sweep: Sweep, stats: pd.DataFrame, sweep_dir: Path) -> str:
         lines += ["## Accuracy % and AUROC per evaluated domain, mean ± std over repeats (also summary.tex)", "",
                   f"Accuracy at the validation threshold; `{AVERAGE}`: mean over the evaluated domains; bold: best of "
                   "each column among the conditions of one source domain.", "", *paper_markdown(stats), ""]
+        shift, domain, spent = (shown(SUMMARY, table) for table in (SHIFT_METRICS, DOMAIN_METRICS, COST_METRICS))
         lines += ["## Domain shift per condition and source domain, mean ± std (n)", "",
-                  *markdown_table(["condition", "source", *SHIFT_HEADERS.values()], statistics_rows(stats, False, SHIFT_HEADERS)), ""]
+                  *markdown_table(["condition", "source", *(m.title for m in shift)], statistics_rows(stats, False, shift)), ""]
         lines += ["## Every evaluated domain and subgroup, mean ± std (n) (95% t-intervals: summary_stats.csv)", "",
-                  *markdown_table(["condition", "source", "domain", "subgroup", *DOMAIN_HEADERS.values()],
-                                  statistics_rows(stats, True, DOMAIN_HEADERS)), ""]
-        cost = statistics_rows(stats, False, EFFICIENCY_HEADERS, EFFICIENCY_FORMATS)
+                  *markdown_table(["condition", "source", "domain", "subgroup", *(m.title for m in domain)],
+                                  statistics_rows(stats, True, domain)), ""]
+        cost = statistics_rows(stats, False, spent)
         if cost:
             lines += ["## Cost per condition and source domain, mean ± std (n)", "",
                       "Test-set inference rate; peak memory: CUDA allocated on a GPU, peak RSS on a CPU (device: summary.csv "
                       "`inference_device`); memory bank: PatchCore's coreset or PaDiM's Gaussian.", "",
-                      *markdown_table(["condition", "source", *EFFICIENCY_HEADERS.values()], cost), ""]
+                      *markdown_table(["condition", "source", *(m.title for m in spent)], cost), ""]
     lines += jobs_section(table)
     for status, title in PROBLEMS:
         bad = table[table["status"] == status]

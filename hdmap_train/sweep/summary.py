@@ -6,23 +6,17 @@
 - summary.md (markdown), summary.tex (the paper table, tables), summary.png and, for sweeps over several
   source domains, transfer_matrix.png (figures).
 
-Written at the end of every multirun (SweepSummary, a Hydra callback), and rebuilt for any sweep
+Written at the end of every multirun (hdmap_train.hydra_callbacks.SweepSummary), and rebuilt for any sweep
 directory, finished or not, by
 
-    python -m hdmap_train.report multirun/2026-11-22/10-00-00
+    python -m hdmap_train.report dir=multirun/2026-11-22/10-00-00
 """
 
-import logging
-import sys
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
-from hdmap_train.background_pictures import wait_for_pictures
-from hdmap_train.plots import save_picture
+from hdmap_train.pictures import save_picture
 from hdmap_train.sweep.collect import collect
 from hdmap_train.sweep.figures import summary_figure, transfer_figure
 from hdmap_train.sweep.long_table import long_table
@@ -30,7 +24,6 @@ from hdmap_train.sweep.markdown import summary_markdown
 from hdmap_train.sweep.statistics import repeat_statistics
 from hdmap_train.sweep.tables import paper_latex
 
-log = logging.getLogger(__name__)
 SUMMARY_FILES = ("summary.csv", "summary_stats.csv", "results_long.csv", "summary.md", "summary.tex", "summary.png",
                  "transfer_matrix.png")
 
@@ -51,28 +44,3 @@ def write_summary(sweep_dir: Path) -> pd.DataFrame:
     if (transfer := transfer_figure(long)) is not None:
         save_picture(transfer, sweep_dir / "transfer_matrix.png")
     return sweep.table
-
-
-class SweepSummary(Callback):
-    """At the end of a multirun, in the launching process: once every job's pictures are drawn, write the sweep
-    summary, exit 1 if a job failed.
-
-    Hydra turns exceptions raised in callbacks into warnings, so a failed sweep ends with SystemExit(1).
-    """
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        del kwargs
-        sweep_dir = Path(config.hydra.sweep.dir)
-        wait_for_pictures()  # the jobs whose pictures a helper process still draws
-        try:
-            table = write_summary(sweep_dir)
-        except Exception:  # Hydra would only warn: a sweep without its summary must not look successful
-            log.exception("Could not write the summary of %s", sweep_dir)
-            sys.exit(1)
-        log.info("Sweep summary: %s", sweep_dir / "summary.md")
-        unfinished = table[table["status"] != "success"]
-        if len(unfinished):
-            for row in unfinished.itertuples():
-                log.error("%s %s: %s", row.status, row.job, row.error)
-            log.error("%d of %d jobs did not succeed; see %s", len(unfinished), len(table), sweep_dir / "summary.md")
-            sys.exit(1)

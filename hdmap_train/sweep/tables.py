@@ -1,22 +1,27 @@
-"""The paper table: conditions x evaluated domains, accuracy % and AUROC as mean ± std over repeats, a
+r"""The paper table: conditions x evaluated domains, accuracy % and AUROC as mean ± std over repeats, a
 domain-average column, the best of each column (among the conditions of one source domain) in bold; as Markdown and as LaTeX
 (summary.tex, booktabs).
+
+Every table comes from pandas: Markdown from DataFrame.to_markdown, LaTeX from Styler.to_latex. Styler draws \cline between
+row groups and no rule under \multicolumn headers, so the booktabs rules between source domains (\midrule) and under the
+domains' headers (\cmidrule) are Styler cell commands on the first cell of their row (`\midrule A & ...`).
 """
 
+import numpy as np
 import pandas as pd
 
+from hdmap_train.results import DOMAIN_METRICS
 from hdmap_train.sweep.statistics import AVERAGE, mean_std
 
-# (header, metric, decimals, scale) of each domain's two columns
-PAPER_METRICS = (("acc %", "image_accuracy", 1, 100.0), ("AUROC", "image_AUROC", 3, 1.0))
-LATEX_HEADERS = {"acc %": r"Acc.\,(\%)", "AUROC": "AUROC"}
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-                 "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+# (header, LaTeX header, metric, decimals, scale) of each domain's columns, from the metric table's `paper` entries
+PAPER_METRICS = tuple((header, latex, key, digits, scale) for _, header, latex, key, digits, scale
+                      in sorted((*m.paper[:3], m.key, *m.paper[3:]) for m in DOMAIN_METRICS if m.paper))
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Lines of a GitHub-flavoured Markdown table."""
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(row) + " |" for row in rows]
+    """Lines of a GitHub-flavoured Markdown table, columns aligned (pandas' to_markdown; the cells as they are)."""
+    frame = pd.DataFrame(rows, columns=header, dtype=object)
+    return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True).splitlines()
 
 
 def paper_domains(stats: pd.DataFrame) -> list[str]:
@@ -26,27 +31,31 @@ def paper_domains(stats: pd.DataFrame) -> list[str]:
 
 
 def column_cells(block: pd.DataFrame, conditions: list[str], domain: str, metric: str, digits: int,
-                 scale: float) -> list[tuple[str, bool]]:
-    """One column of a source domain's rows: (mean ± std, is the best rounded mean of several conditions) per condition."""
+                 scale: float) -> list[tuple[str | None, bool]]:
+    """One column of a source domain's rows: (mean ± std, None for none; is the best rounded mean of several) per condition."""
     found = [block.loc[(c, domain, metric)] if (c, domain, metric) in block.index else None for c in conditions]
     found = [None if s is None or pd.isna(s["mean"]) else s for s in found]
     rounded = [None if s is None else round(s["mean"] * scale, digits) for s in found]
     best = max((r for r in rounded if r is not None), default=None) if len(conditions) > 1 else None
-    return [("-", False) if s is None else (mean_std(s["mean"], s["std"], digits=digits, scale=scale), r == best)
+    return [(None, False) if s is None else (mean_std(s["mean"], s["std"], digits=digits, scale=scale), r == best)
             for s, r in zip(found, rounded, strict=True)]
 
 
-def paper_rows(stats: pd.DataFrame) -> list[tuple[str, str, list[tuple[str, bool]]]]:
-    """(source, condition, cells) per row; cells: (text, bold) for each domain x PAPER_METRICS."""
+def paper_cells(stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper table's cells ('mean ± std', None for no result) and which are bold (best of the column among the
+    conditions of one source domain): rows (source, condition), columns (domain, metric) for each domain x PAPER_METRICS.
+    """
     whole = stats[stats["subgroup"] == ""].set_index(["source", "condition", "target", "metric"])
-    rows = []
+    columns = pd.MultiIndex.from_tuples([(domain, metric) for domain in paper_domains(stats) for _, _, metric, *_ in PAPER_METRICS])
+    blocks = []
     for source in sorted(whole.index.unique("source")):
         block = whole.loc[source]
         conditions = sorted(block.index.unique("condition"))
-        columns = [column_cells(block, conditions, domain, metric, digits, scale)
-                   for domain in paper_domains(stats) for _, metric, digits, scale in PAPER_METRICS]
-        rows += [(source, condition, [column[i] for column in columns]) for i, condition in enumerate(conditions)]
-    return rows
+        found = {(domain, metric): column_cells(block, conditions, domain, metric, digits, scale)
+                 for domain in paper_domains(stats) for _, _, metric, digits, scale in PAPER_METRICS}
+        blocks.append(pd.DataFrame(found, index=pd.MultiIndex.from_product([[source], conditions]), columns=columns))
+    cells = pd.concat(blocks).rename_axis(["source", "condition"]) if blocks else pd.DataFrame(columns=columns)
+    return cells.map(lambda cell: cell[0]), cells.map(lambda cell: cell[1]).astype(bool)
 
 
 def repeat_counts(stats: pd.DataFrame) -> str:
@@ -58,49 +67,36 @@ def repeat_counts(stats: pd.DataFrame) -> str:
 
 def paper_markdown(stats: pd.DataFrame) -> list[str]:
     """The paper table in Markdown (bold: best of the column among the conditions of one source domain)."""
-    header = ["source", "condition", *(f"{d} {h}" for d in paper_domains(stats) for h, *_ in PAPER_METRICS)]
-    rows = [[source, condition, *(f"**{text}**" if bold else text for text, bold in cells)]
-            for source, condition, cells in paper_rows(stats)]
-    return markdown_table(header, rows)
-
-
-def latex_text(text: str) -> str:
-    """Text with LaTeX's special characters escaped."""
-    return "".join(LATEX_SPECIAL.get(character, character) for character in text)
-
-
-def latex_cell(text: str, bold: bool) -> str:
-    r"""A number cell: '0.912 $\pm$ 0.013' (bold when best), '--' for none."""
-    if text == "-":
-        return "--"
-    cell = text.replace(" ± ", r" $\pm$ ")
-    return rf"\textbf{{{cell}}}" if bold else cell
+    cells, bold = paper_cells(stats)
+    headers = {metric: header for header, _, metric, *_ in PAPER_METRICS}
+    shown = cells.mask(bold, "**" + cells + "**").fillna("-")
+    shown.columns = [f"{domain} {headers[metric]}" for domain, metric in shown.columns]
+    return shown.reset_index().to_markdown(index=False, tablefmt="github", disable_numparse=True).splitlines()
 
 
 def paper_latex(stats: pd.DataFrame) -> str:
     r"""summary.tex: the paper table as a booktabs LaTeX table (needs \usepackage{booktabs})."""
-    domains = paper_domains(stats)
-    if not domains:
+    cells, bold = paper_cells(stats)
+    if cells.empty:
         return "% summary.tex: no successful job yet\n"
-    width = len(PAPER_METRICS)
-    names = [r"Avg." if d == AVERAGE else latex_text(d) for d in domains]
-    lines = [
-        "% Written by hdmap_train.report from the sweep's metrics.json files; needs \\usepackage{booktabs}.",
-        r"\begin{table}[t]", r"\centering",
-        rf"\caption{{Image accuracy (\%, at the validation threshold) and AUROC per evaluated domain, mean $\pm$ std "
-        rf"over {repeat_counts(stats)} repeats; Avg.: mean over the evaluated domains; bold: best of each column for "
-        r"its source domain.}",
-        r"\label{tab:hdmap-transfer}",
-        rf"\begin{{tabular}}{{ll{'r' * width * len(domains)}}}", r"\toprule",
-        "Source & Condition & " + " & ".join(rf"\multicolumn{{{width}}}{{c}}{{{name}}}" for name in names) + r" \\",
-        " ".join(rf"\cmidrule(lr){{{3 + width * i}-{2 + width * (i + 1)}}}" for i in range(len(domains))),
-        " & & " + " & ".join(LATEX_HEADERS[h] for _ in domains for h, *_ in PAPER_METRICS) + r" \\",
-    ]
-    previous = None
-    for source, condition, cells in paper_rows(stats):
-        if source != previous:
-            lines.append(r"\midrule")
-        lines.append(" & ".join([latex_text(source) if source != previous else "", latex_text(condition),
-                                 *(latex_cell(text, bold) for text, bold in cells)]) + r" \\")
-        previous = source
-    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+    headers = {metric: latex for _, latex, metric, *_ in PAPER_METRICS}
+    columns = [("Avg." if domain == AVERAGE else domain, headers[metric]) for domain, metric in cells.columns]
+    sources = cells.index.get_level_values("source")
+    first = pd.Series(sources).ne(pd.Series(sources).shift()).to_numpy()  # the first row of each source domain
+    table = pd.DataFrame({("Source", ""): sources.where(first, ""), ("Condition", ""): cells.index.get_level_values("condition"),
+                          **{column: cells[key].to_numpy() for column, key in zip(columns, cells.columns, strict=True)}})
+    styles = np.column_stack([np.where(first, "midrule: ;", ""), np.full(len(table), ""), np.where(bold, "textbf: --rwrap;", "")])
+    styles[0, 0] = ""  # the header's \midrule (hrules) opens the first source domain
+    width, groups = len(PAPER_METRICS), len(columns) // len(PAPER_METRICS)
+    under_headers = "".join(f"cmidrule: (lr){{{3 + width * i}-{2 + width * (i + 1)}}};" for i in range(groups))
+    caption = (r"Image accuracy (\%, at the validation threshold) and AUROC per evaluated domain, mean $\pm$ std over "
+               rf"{repeat_counts(stats)} repeats; Avg.: mean over the evaluated domains; bold: best of each column for its "
+               r"source domain.")
+    latex = (table.style.hide(axis="index")
+             .format(lambda text: text.replace(" ± ", r" $\pm$ "), escape="latex", na_rep="--")
+             .format_index(escape="latex", axis=1, level=0)
+             .apply(lambda _: styles, axis=None)
+             .apply_index(lambda labels: [under_headers] + [""] * (len(labels) - 1), axis=1, level=1)
+             .to_latex(column_format="ll" + "r" * len(columns), position="t", position_float="centering", hrules=True,
+                       label="tab:hdmap-transfer", caption=caption, multicol_align="c"))
+    return "% Written by hdmap_train.report from the sweep's metrics.json files; needs \\usepackage{booktabs}.\n" + latex

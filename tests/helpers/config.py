@@ -37,3 +37,12 @@ def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
     HydraConfig.instance().set_config(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     return cfg
+
+
+def checked_datamodule(root, **options):
+    """A MultiDomainHDMAPDataModule built in Python as train does: its options checked first (hdmap_train.checks)."""
+    from hdmap_train.checks import check_data
+    from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
+
+    check_data(root=root, **options)
+    return MultiDomainHDMAPDataModule(root, **options)

@@ -24,7 +24,7 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
 
 DOMAINS = ["domain_A", "domain_B", "domain_C", "domain_D"]
 # The top-level keys of a single-source record, in order (several sources add source_domains, source_domain_results).
-RECORD_KEYS = ["condition", "status", "error", "source_domain", "experiment_path", "timestamp", "versions", "data",
+RECORD_KEYS = ["condition", "status", "error", "source_domain", "experiment_path", "timestamp", "versions", "data", "weights",
                "training_info", "best_checkpoint", "efficiency", "validation", "source_results", "target_results",
                "avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio", "transfer_ratio_note"]
 
@@ -68,7 +68,7 @@ def validate_twice(model, data_root: Path, eval_batch_size: int = 32) -> tuple[d
     dm.setup()
     before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    metrics = trainer.validate(model, dataloaders=dm.val_dataloader(), verbose=False)[0]
+    metrics = trainer.validate(model, datamodule=dm, verbose=False)[0]
     after = model.state_dict()
     assert before and all(torch.equal(before[k], after[k]) for k in before)
-    return metrics, trainer.validate(model, dataloaders=dm.val_dataloader(), verbose=False)[0]
+    return metrics, trainer.validate(model, datamodule=dm, verbose=False)[0]

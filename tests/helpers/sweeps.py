@@ -82,3 +82,10 @@ def write_job(sweep: Path, model: str, source: str, aurocs: dict[str, float] | N
         return job
     (job / "metrics.json").write_text(json.dumps(record))
     return job
+
+
+def squeezed(markdown: str) -> str:
+    """A Markdown text with the columns' padding removed (runs of spaces as one), so a row reads `| a | b |`."""
+    import re
+
+    return re.sub(r" {2,}", " ", markdown)

@@ -1,8 +1,5 @@
-"""Every picture: of one run (ROC curves, score histograms, anomaly-map grids) and of a sweep (AUROC heatmaps,
-transfer matrices).
-
-Charts are matplotlib figures on an Agg canvas, no pyplot (no global state, no GUI); the anomaly-map grids are
-image mosaics composed with PIL (example_grid_image). save_picture writes either as a PNG.
+"""The pictures of one run (plots/*.png): ROC curves and score histograms (matplotlib figures, hdmap_train.pictures),
+anomaly-map grids (image mosaics composed with PIL, example_grid_image).
 """
 
 from functools import lru_cache
@@ -12,39 +9,16 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 from sklearn.metrics import auc, roc_curve
 
-from hdmap_train.evaluation import EXAMPLE_CATEGORIES, Example
+from hdmap_train.metrics import EXAMPLE_CATEGORIES, Example
+from hdmap_train.pictures import new_figure, save_picture
 
-DPI = 100
 PANELS = ("input", "anomaly map", "overlay")
-
-
-def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
-    """A figure drawn by the Agg backend (no GUI, no global pyplot state)."""
-    figure = Figure(figsize=(width, height), dpi=DPI, layout=layout)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def save_picture(picture: Figure | Image.Image, path: Path) -> Path:
-    """Write a figure (drawn on its Agg canvas: the same pixels as savefig at its dpi) or an image as an RGB PNG
-    through PIL, parent folders created. zlib level 1 is several times faster than savefig's 6; the files are a
-    few per cent larger.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(picture, Figure):
-        picture.canvas.draw()
-        picture = Image.fromarray(np.asarray(picture.canvas.buffer_rgba())[..., :3])
-    picture.save(path, format="png", compress_level=1)
-    return path
 
 
 def roc_figure(predictions: pd.DataFrame, threshold: float, sources: list[str]) -> Figure:
@@ -124,9 +98,10 @@ def histogram_figure(predictions: pd.DataFrame, threshold: float, sources: list[
         edges, line = score_bin_edges(min(pooled[0], threshold), max(pooled[-1], threshold), bins, scale), threshold
         xlabel = "anomaly score" + (" (log scale)" if scale == "log" else "")
     # Fixed margins in inches (a layout engine would draw the figure several times): 0.6 above for the title,
-    # 0.8 below for the axis label and the legend, 0.38 between rows for their titles.
+    # 0.8 below for the axis label and the legend, 0.38 between rows for their titles, 0.3 right of the axes for
+    # half of the last tick label.
     n, height, gap = len(domains), 0.9 + 1.45 * len(domains), 0.38
-    spacing = {"left": 0.065, "right": 0.99, "top": 1 - 0.6 / height, "bottom": 0.8 / height,
+    spacing = {"left": 0.065, "right": 1 - 0.3 / 8, "top": 1 - 0.6 / height, "bottom": 0.8 / height,
                "hspace": gap / ((height - 1.4 - (n - 1) * gap) / n)}  # a fraction of one row's height
     figure = new_figure(8, height, layout=None)
     rows = figure.subplots(len(domains), 1, sharex=True, squeeze=False, gridspec_kw=spacing)[:, 0]
@@ -310,91 +285,16 @@ def example_grid_image(domain: str, examples: dict[str, list[Example]], n_exampl
     return image
 
 
-def text_colour(rgba: tuple[float, ...]) -> str:
-    """Black or white, whichever reads better on a cell of this colour (relative luminance)."""
-    red, green, blue = rgba[:3]
-    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.45 else "white"
-
-
-AUROC_COLOURS, AUROC_NORM = colormaps["RdYlGn"], Normalize(0.0, 1.0)  # 0 to 1: AUROCs below chance stay distinguishable
-
-
-def auroc_cells(ax, matrix: pd.DataFrame, counts: pd.DataFrame | None = None) -> None:
-    """Draw an AUROC matrix on ax: colours on the 0-1 scale, each value (and n) in black or white to read on its cell."""
-    values = matrix.to_numpy(dtype=float)
-    ax.imshow(values, cmap=AUROC_COLOURS, norm=AUROC_NORM, aspect="auto")
-    for (i, j), value in np.ndenumerate(values):
-        if np.isnan(value):
-            continue
-        label = f"{value:.3f}" if counts is None else f"{value:.3f}\nn={counts.iat[i, j]}"
-        ax.text(j, i, label, ha="center", va="center", fontsize=8, color=text_colour(AUROC_COLOURS(AUROC_NORM(value))))
-
-
-def outline(ax, row: int, column: int, rows: int = 1) -> None:
-    """A black frame around rows cells of one column, starting at (row, column)."""
-    ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, rows, fill=False, edgecolor="black", lw=2))
-
-
-def auroc_colour_bar(figure: Figure, axes: list) -> None:
-    """The colour bar of the AUROC panels."""
-    figure.colorbar(ScalarMappable(AUROC_NORM, AUROC_COLOURS), ax=axes, label="image AUROC (0.5 = chance)", shrink=0.8)
-
-
-def heatmap_figure(matrices: dict[str, pd.DataFrame], notes: dict[str, dict[str, str]]) -> Figure:
-    """Sweep AUROC heatmaps: one panel per source domain, conditions x evaluated domains, source column outlined.
-
-    notes[source][condition]: the status of a condition without success.
-    """
-    sources = list(matrices)
-    conditions = list(next(iter(matrices.values())).index) if matrices else []
-    domains = list(next(iter(matrices.values())).columns) if matrices else []
-    width = max(4.5, 0.9 * len(domains) * len(sources) + 0.08 * max(map(len, conditions), default=0) + 2.5)
-    figure = new_figure(width, 1.9 + 0.45 * len(conditions))
-    if not domains:
-        figure.text(0.5, 0.5, "no successful job yet", ha="center", va="center")
-        return figure
-    axes = figure.subplots(1, len(sources), squeeze=False)[0]
-    for ax, source in zip(axes, sources, strict=True):
-        auroc_cells(ax, matrices[source])
-        ax.set_xticks(range(len(domains)), [f"{d}\n(source)" if d in source.split("+") else d for d in domains])
-        ax.set_yticks(range(len(conditions)), conditions)
-        ax.set_title(f"trained on {source}")
-        for domain in source.split("+"):  # one source (A), or several (A+B)
-            if domain in domains:
-                outline(ax, 0, domains.index(domain), len(conditions))
-        for i, condition in enumerate(conditions):
-            if condition in notes.get(source, {}):
-                ax.text((len(domains) - 1) / 2, i, notes[source][condition], ha="center", va="center", color="grey")
-    auroc_colour_bar(figure, list(axes))
-    figure.suptitle("Image AUROC per evaluated domain, by source domain\n(outlined: the source's own test set)")
-    return figure
-
-
-def transfer_matrix_figure(means: dict[str, pd.DataFrame], counts: dict[str, pd.DataFrame]) -> Figure:
-    """Transfer matrices: one panel per condition, source domains (rows) x evaluated domains (columns).
-
-    means[condition]: mean image AUROC over the condition's jobs per cell, counts[condition]: how many jobs
-    (n, written in the cell); the diagonal (each source's own test set) is outlined.
-    """
-    conditions = list(means)
-    first = next(iter(means.values()))
-    sources, domains = list(first.index), list(first.columns)
-    columns = min(len(conditions), 3)
-    rows = -(-len(conditions) // columns)
-    figure = new_figure(max(6.0, (0.9 * len(domains) + 1.6) * columns + 1.5), (0.75 * len(sources) + 1.3) * rows + 1.0)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, condition in zip(axes, conditions, strict=False):
-        auroc_cells(ax, means[condition], counts[condition])
-        ax.set_xticks(range(len(domains)), domains)
-        ax.set_yticks(range(len(sources)), sources)
-        ax.set(xlabel="evaluated on", ylabel="trained on", title=condition)
-        for i, source in enumerate(sources):
-            for domain in source.split("+"):  # one source (A), or several (A+B)
-                if domain in domains:
-                    outline(ax, i, domains.index(domain))
-    for ax in axes[len(conditions):]:
-        ax.axis("off")
-    auroc_colour_bar(figure, list(axes))
-    figure.suptitle("Transfer matrix: image AUROC, trained on (rows) x evaluated on (columns)\n"
-                    "mean of the n jobs of each cell; outlined: the source's own test set")
-    return figure
+def write_plots(
+    plots_dir: Path, predictions: pd.DataFrame, threshold: float, sources: list[str],
+    examples: dict[str, dict[str, list[Example]]], n_examples: int,
+) -> dict[str, Path]:
+    """roc.png, score_histograms.png and anomaly_maps_<domain>.png; returns {name: path}. sources: the source domains."""
+    pictures = {
+        "roc": save_picture(roc_figure(predictions, threshold, sources), plots_dir / "roc.png"),
+        "score_histograms": save_picture(histogram_figure(predictions, threshold, sources), plots_dir / "score_histograms.png"),
+    }
+    for domain, kept in examples.items():
+        grid = example_grid_image(domain, kept, n_examples)
+        pictures[f"anomaly_maps_{domain}"] = save_picture(grid, plots_dir / f"anomaly_maps_{domain}.png")
+    return pictures

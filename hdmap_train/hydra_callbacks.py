@@ -1,24 +1,64 @@
-"""One line per finished sweep job in the launching process, whatever the launcher.
+"""Hydra callbacks (conf/hydra/default.yaml `callbacks:`): what hdmap_train plugs into Hydra's run and multirun.
 
-Hydra's joblib and submitit launchers return only once every job has ended, so JobProgress (a Hydra callback)
-watches the sweep directory from a thread, started in on_multirun_start and stopped in on_multirun_end, and
-prints a line when a job's metrics.json appears or is rewritten (a failed job run again), unless it still
-waits for its pictures (background_pictures):
+- RunDirectoryGuard: locks the run (or sweep) directory before Hydra writes anything into it (run_dir.claim);
+- JobProgress: one line per finished sweep job in the launching process, whatever the launcher;
+- SweepSummary: the sweep summary (hdmap_train.sweep.summary) at the end of a multirun; exit 1 if a job failed.
+
+JobProgress: Hydra's joblib and submitit launchers return only once every job has ended, so it watches the
+sweep directory from a thread, started in on_multirun_start and stopped in on_multirun_end, and prints a line
+when a job's metrics.json appears or is rewritten (a failed job run again), unless it still waits for its
+pictures (background_pictures):
 
     [sweep] job 1 finished after 0:00:41: draem | source domain_A AUROC 0.6089 | avg target AUROC 0.6137 | ...
 """
 
-import json
+import logging
+import sys
 import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hdmap_train.background_pictures import PICTURES_PENDING, wait_for_pictures
-from hdmap_train.outputs import summary_line
+from hdmap_train.console import summary_line
+from hdmap_train.errors import HdmapError
+from hdmap_train.results import load_record
+from hdmap_train.run_dir import RUN_LOCK, SWEEP_LOCK, claim
+from hdmap_train.sweep.summary import write_summary
+
+log = logging.getLogger(__name__)
+
+
+class RunDirectoryGuard(Callback):
+    """Hydra callback: claim the run (or sweep) directory before Hydra writes its config and log into it."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        del kwargs
+        self._claim(config, "hydra.run.dir", RUN_LOCK)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        del kwargs
+        from hdmap_train.devices import check_sharing
+
+        try:  # before the launcher counts its slots with them (a traceback of a resolver otherwise)
+            check_sharing(config.get("gpus_per_job", 1), config.get("jobs_per_gpu", 1))
+        except (HdmapError, TypeError, ValueError) as exc:
+            print(f"[ERROR] {exc}", file=sys.stderr)
+            sys.exit(1)
+        self._claim(config, "hydra.sweep.dir", SWEEP_LOCK)
+
+    @staticmethod
+    def _claim(config: DictConfig, key: str, lock_name: str) -> None:
+        HydraConfig.instance().set_config(config)
+        try:
+            claim(Path(str(OmegaConf.select(config, key))).absolute(), lock_name)
+        except HdmapError as exc:  # Hydra would turn an exception here into a warning and go on
+            print(f"[ERROR] {exc}", file=sys.stderr)  # Hydra's own log format here has no level
+            sys.exit(1)
 
 
 class JobProgress(Callback):
@@ -89,7 +129,7 @@ class JobProgress(Callback):
 def pictures_pending(path: Path) -> bool:
     """Whether a job's metrics.json waits for its pictures (background_pictures): the job has not finished yet."""
     try:
-        return json.loads(path.read_text()).get("error") == PICTURES_PENDING
+        return load_record(path).get("error") == PICTURES_PENDING
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -97,7 +137,7 @@ def pictures_pending(path: Path) -> bool:
 def job_line(path: Path, mtime_ns: int) -> str:
     """': <summary line>' of one metrics.json, after the time since its run started; a note if it is unreadable."""
     try:
-        record = json.loads(path.read_text())
+        record = load_record(path)
         line = summary_line(record)
         if not record.get("timestamp"):
             return f": {line}"
@@ -105,3 +145,28 @@ def job_line(path: Path, mtime_ns: int) -> str:
         return f" after {str(elapsed).split('.')[0]}: {line}"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f": {path} is unreadable ({type(exc).__name__})"
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun, in the launching process: once every job's pictures are drawn, write the sweep
+    summary, exit 1 if a job failed.
+
+    Hydra turns exceptions raised in callbacks into warnings, so a failed sweep ends with SystemExit(1).
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        del kwargs
+        sweep_dir = Path(config.hydra.sweep.dir)
+        wait_for_pictures()  # the jobs whose pictures a helper process still draws
+        try:
+            table = write_summary(sweep_dir)
+        except Exception:  # Hydra would only warn: a sweep without its summary must not look successful
+            log.exception("Could not write the summary of %s", sweep_dir)
+            sys.exit(1)
+        log.info("Sweep summary: %s", sweep_dir / "summary.md")
+        unfinished = table[table["status"] != "success"]
+        if len(unfinished):
+            for row in unfinished.itertuples():
+                log.error("%s %s: %s", row.status, row.job, row.error)
+            log.error("%d of %d jobs did not succeed; see %s", len(unfinished), len(table), sweep_dir / "summary.md")
+            sys.exit(1)

@@ -15,9 +15,10 @@ from sklearn.metrics import average_precision_score, f1_score, precision_score, 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from hdmap_train.callbacks import PredictionCollector
+from hdmap_train.console import print_results, summary_line
 from hdmap_train.data import datamodule as datamodule_module
 from hdmap_train.errors import HdmapError
-from hdmap_train.evaluation import (
+from hdmap_train.metrics import (
     PREDICTION_COLUMNS,
     Scores,
     domain_metrics,
@@ -29,7 +30,6 @@ from hdmap_train.evaluation import (
     transfer_ratio_note,
     validation_threshold,
 )
-from hdmap_train.outputs import print_results, summary_line
 from hdmap_train.train import run
 from helpers.config import compose_cfg
 
@@ -199,7 +199,7 @@ def test_collector_rejects_non_finite_scores_and_tolerates_missing_maps() -> Non
     collector = PredictionCollector(["domain_A"], example_names=["domain_A"], n_examples=2)
     collector.on_predict_batch_end(None, None, fake_batch([0.5, float("nan")], [0, 1], 0, with_maps=False), None, 0)
     assert collector.examples["domain_A"]["highest-scoring normals"][0].anomaly_map is None
-    with pytest.raises(FloatingPointError, match="1 non-finite"):
+    with pytest.raises(HdmapError, match=r"1 non-finite anomaly scores on .domain_A. \(training diverged\): lower the learning rate"):
         collector.scores("domain_A")
 
 
