@@ -1,6 +1,6 @@
 """`python -m hdmap_train.compare dir=<dir> [dir=...] [out=<dir>] [resamples=2000] [seed=0]`: paired AUROC comparison
 of the conditions in run or sweep directories (hdmap_train.sweep.comparison), as Markdown on stdout and, with
-out=, comparison.md and comparison.csv.
+out=, comparison.md, comparison.csv and the critical-difference diagram.
 
 Only light modules are imported before the arguments are checked, so usage errors answer at once.
 """
@@ -13,10 +13,10 @@ from hdmap_train.arguments import Command, Key, run_command
 from hdmap_train.errors import HdmapError
 
 COMMAND = Command(
-    "compare", "Compare conditions tested on the same images: AUROC differences per evaluated domain with a paired "
-    "bootstrap interval over test images, a Wilcoxon signed-rank test over (source, seed, domain) pairs, mean ranks.",
+    "compare", "Compare conditions tested on the same images: AUROC differences per evaluated domain with a seed-level "
+    "and an image-level interval, a paired t-test and Wilcoxon test over (source, seed) runs, mean ranks.",
     (Key("dir", "a run directory (metrics.json + predictions.csv) or a sweep directory", required=True, path=True, many=True),
-     Key("out", "also write <out>/comparison.md and <out>/comparison.csv", path=True),
+     Key("out", "also write <out>/comparison.md, comparison.csv and critical_difference.png", path=True),
      Key("resamples", "bootstrap resamples (default 2000)", default=2000, kind=int),
      Key("seed", "bootstrap seed (default 0)", default=0, kind=int)),
     ("dir=multirun/2026-12-01/10-00-00 out=comparison/", "dir=outputs/a dir=outputs/b"),
@@ -34,8 +34,10 @@ def compare(options: dict, overrides: list) -> None:
     if options["resamples"] < 1:
         raise HdmapError(f"resamples={options['resamples']} must be at least 1")
     logging.basicConfig(level=logging.WARNING, format="[%(levelname)s] %(message)s")
+    from hdmap_train.atomic_files import write_atomic, write_csv_atomic
     from hdmap_train.sweep.comparison import compare as paired_comparison
-    from hdmap_train.sweep.comparison import comparison_markdown
+    from hdmap_train.sweep.comparison_report import comparison_markdown
+    from hdmap_train.sweep.significance import critical_difference_figure
 
     comparison = paired_comparison(directories, options["resamples"], options["seed"])
     markdown = comparison_markdown(comparison)
@@ -43,9 +45,14 @@ def compare(options: dict, overrides: list) -> None:
     if options["out"]:
         out = Path(options["out"])
         out.mkdir(parents=True, exist_ok=True)
-        (out / "comparison.md").write_text(markdown)
-        comparison.rows.to_csv(out / "comparison.csv", index=False)
-        print(f"written: {out / 'comparison.md'}, {out / 'comparison.csv'}", file=sys.stderr)
+        write_atomic(out / "comparison.md", lambda file: file.write(markdown))
+        write_csv_atomic(out / "comparison.csv", comparison.rows)
+        written = [out / "comparison.md", out / "comparison.csv"]
+        if comparison.ranking["nemenyi"] is not None:
+            critical_difference_figure(comparison.ranking["mean_ranks"], comparison.ranking["nemenyi"],
+                                       out / "critical_difference.png")
+            written.append(out / "critical_difference.png")
+        print(f"written: {', '.join(map(str, written))}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

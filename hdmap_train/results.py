@@ -42,7 +42,8 @@ class Metric:
 
     header: the console table's short column; title: summary.md's column; digits and scale: how summary.md
     formats it; higher_is_better: None for a number without a better direction (a threshold); paper: (position,
-    header, LaTeX header, digits, scale) of its column in each domain of the paper table.
+    header, LaTeX header, digits, scale) of its column in each domain of the paper table; bounds: the values it
+    can take (None: unbounded), which its confidence intervals are clipped to.
     """
 
     key: str
@@ -53,6 +54,7 @@ class Metric:
     scale: float = 1.0
     higher_is_better: bool | None = True
     paper: tuple[int, str, str, int, float] | None = None
+    bounds: tuple[float | None, float | None] = (0.0, 1.0)
 
 
 def _metric(key: str, header: str, title: str, *shown: str, **format_) -> Metric:
@@ -60,6 +62,7 @@ def _metric(key: str, header: str, title: str, *shown: str, **format_) -> Metric
 
 
 EVERYWHERE = (CONSOLE, TENSORBOARD, LONG)
+POSITIVE = (0.0, None)  # the bounds of a number with no upper limit
 # Metrics of one evaluated domain (and of each subgroup): hdmap_train.metrics.image_metrics.
 DOMAIN_METRICS = (
     _metric("image_AUROC", "AUROC", "AUROC", *EVERYWHERE, SUMMARY, JOBS, paper=(1, "AUROC", "AUROC", 3, 1.0)),
@@ -73,7 +76,7 @@ DOMAIN_METRICS = (
     _metric("oracle_F1Score", "oF1", "oracle F1", *EVERYWHERE),
     _metric("TPR_at_FPR_1pct", "TPR@1", "TPR@FPR1%", *EVERYWHERE, SUMMARY),
     _metric("TPR_at_FPR_5pct", "TPR@5", "TPR@FPR5%", *EVERYWHERE, SUMMARY),
-    _metric("oracle_threshold", "othr", "oracle threshold", TENSORBOARD, higher_is_better=None),
+    _metric("oracle_threshold", "othr", "oracle threshold", TENSORBOARD, higher_is_better=None, bounds=(None, None)),
 )
 # What image_metrics records beside the metrics: the threshold applied and the image counts.
 DOMAIN_FIELDS = ("threshold", "n_samples", "n_normal", "n_fault")
@@ -82,15 +85,19 @@ SHIFT_METRICS = (
     _metric("avg_target_auroc", "avg target AUROC", "avg target AUROC", TENSORBOARD, SUMMARY, JOBS),
     _metric("hmean_target_auroc", "hmean target AUROC", "hmean target AUROC", TENSORBOARD, SUMMARY, JOBS),
     _metric("hmean_auroc", "hmean AUROC", "hmean AUROC (all domains)", TENSORBOARD, SUMMARY, JOBS),
-    _metric("transfer_ratio", "transfer ratio", "transfer ratio", TENSORBOARD, SUMMARY, JOBS),
+    _metric("transfer_ratio", "transfer ratio", "transfer ratio", TENSORBOARD, SUMMARY, JOBS, bounds=POSITIVE),
 )
 # What a job cost (summary.csv columns from metrics.json `efficiency`, hdmap_train.efficiency).
 COST_METRICS = (
-    _metric("parameters_total", "parameters", "parameters (M)", SUMMARY, JOBS, digits=2, scale=1e-6, higher_is_better=False),
-    _metric("inference_images_per_second", "images/s", "inference images/s", SUMMARY, JOBS, digits=1),
-    _metric("peak_memory_mb", "peak MiB", "peak memory MiB", SUMMARY, JOBS, digits=0, higher_is_better=False),
-    _metric("memory_bank_mb", "bank MiB", "memory bank MiB", SUMMARY, JOBS, digits=1, higher_is_better=False),
+    _metric("parameters_total", "parameters", "parameters (M)", SUMMARY, JOBS, digits=2, scale=1e-6, higher_is_better=False,
+            bounds=POSITIVE),
+    _metric("inference_images_per_second", "images/s", "inference images/s", SUMMARY, JOBS, digits=1, bounds=POSITIVE),
+    _metric("peak_memory_mb", "peak MiB", "peak memory MiB", SUMMARY, JOBS, digits=0, higher_is_better=False,
+            bounds=POSITIVE),
+    _metric("memory_bank_mb", "bank MiB", "memory bank MiB", SUMMARY, JOBS, digits=1, higher_is_better=False,
+            bounds=POSITIVE),
 )
+METRICS = {metric.key: metric for metric in (*DOMAIN_METRICS, *SHIFT_METRICS, *COST_METRICS)}
 
 
 def shown(where: str, table: tuple[Metric, ...] = DOMAIN_METRICS) -> list[Metric]:

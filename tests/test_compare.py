@@ -10,7 +10,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from hdmap_train.compare import main
-from hdmap_train.sweep.comparison import paired_difference, resampled_auroc
+from hdmap_train.sweep.bootstrap import paired_difference, resampled_auroc
 from helpers.sweeps import DOMAINS, squeezed, write_job
 
 
@@ -79,28 +79,51 @@ def test_bootstrap_interval_contains_the_true_difference() -> None:
     assert result["ci_low"] < result["difference"] < result["ci_high"] and result["ci_high"] - result["ci_low"] < 0.08
 
 
-def test_two_sweep_directories_compare_with_wilcoxon_and_ranks(tmp_path: Path, capsys) -> None:
+def test_two_sweep_directories_compare_at_the_unit_that_was_repeated(tmp_path: Path, capsys) -> None:
     today = write_sweep(tmp_path / "today", "draem", shift=2.0)
     last_week = write_sweep(tmp_path / "last_week", "patchcore", shift=0.5)
     assert main([f"dir={tmp_path / 'today'}", f"dir={tmp_path / 'last_week'}", f"out={tmp_path / 'cmp'}", "resamples=200"]) == 0
     printed = capsys.readouterr().out
     assert printed == (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "## a = draem, b = patchcore" in printed and "Wilcoxon signed-rank test over 12 (source, seed, domain) pairs" in printed
+    assert "## a = draem, b = patchcore" in printed and "Over 3 (source, seed) units: paired t-test" in printed
+    assert "seed 95% CI" in printed and "image 95% CI" in printed and "not independent repeats" in printed
     rows = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
     assert list(rows["domain"]) == DOMAINS and (rows["n_seeds"] == 3).all() and (rows["n_resamples"] == 200).all()
 
-    def aurocs(jobs: list[Path]) -> list[float]:
+    def aurocs(jobs: list[Path]) -> np.ndarray:  # seeds x domains
         frames = [pd.read_csv(job / "predictions.csv") for job in jobs]
-        return [roc_auc_score(f.label[f.domain == f"domain_{d}"], f.anomaly_score[f.domain == f"domain_{d}"])
-                for f in frames for d in DOMAINS]
+        return np.array([[roc_auc_score(f.label[f.domain == f"domain_{d}"], f.anomaly_score[f.domain == f"domain_{d}"])
+                          for d in DOMAINS] for f in frames])
 
     a, b = aurocs(today), aurocs(last_week)
-    expected = stats.wilcoxon(a, b)
-    assert rows["wilcoxon_p"].iloc[0] == pytest.approx(expected.pvalue) and rows["wilcoxon_statistic"].iloc[0] == expected.statistic
-    domain_b = np.mean(np.reshape(a, (3, 4)) - np.reshape(b, (3, 4)), axis=0)
-    assert rows["difference"].to_numpy() == pytest.approx(domain_b)
+    units_a, units_b = a.mean(axis=1), b.mean(axis=1)  # one value per training run, not per domain
+    t, w = stats.ttest_rel(units_a, units_b), stats.wilcoxon(units_a, units_b)
+    assert (rows["units"] == 3).all() and (rows["wilcoxon_n"] == 3).all()
+    assert rows["t_p"].iloc[0] == pytest.approx(t.pvalue) and rows["t_statistic"].iloc[0] == pytest.approx(t.statistic)
+    assert rows["wilcoxon_p"].iloc[0] == pytest.approx(w.pvalue) == 0.25  # the smallest p three units can give
+    assert rows["t_p_holm"].iloc[0] == pytest.approx(t.pvalue)  # one pair: nothing to correct
+    assert rows["difference"].to_numpy() == pytest.approx((a - b).mean(axis=0))
+    half = stats.t.ppf(0.975, 2) * (a - b).std(axis=0, ddof=1) / np.sqrt(3)
+    assert rows["seed_ci_low"].to_numpy() == pytest.approx((a - b).mean(axis=0) - half)
+    assert rows["seed_ci_high"].to_numpy() == pytest.approx((a - b).mean(axis=0) + half)
     assert (rows["ci_low"] <= rows["difference"]).all() and (rows["difference"] <= rows["ci_high"]).all()
-    assert (rows["mean_rank_a"] == 1.0).all() and (rows["mean_rank_b"] == 2.0).all()  # draem is better on every domain
+    assert (rows["mean_rank_a"] == 1.0).all() and (rows["mean_rank_b"] == 2.0).all()  # draem is better in every run
+    assert (tmp_path / "cmp" / "critical_difference.png").stat().st_size > 1000
+
+
+def test_three_conditions_holm_correction_friedman_and_critical_difference(tmp_path: Path, capsys) -> None:
+    for model, shift in (("draem", 2.0), ("patchcore", 0.5), ("padim", 1.0)):
+        write_sweep(tmp_path / model, model, shift=shift, seeds=(0, 1, 2, 3, 4))
+    assert main([*(f"dir={tmp_path / m}" for m in ("draem", "patchcore", "padim")), f"out={tmp_path / 'cmp'}", "resamples=20"]) == 0
+    printed = capsys.readouterr().out
+    rows = pd.read_csv(tmp_path / "cmp" / "comparison.csv").drop_duplicates(["condition_a", "condition_b"])
+    assert len(rows) == 3 and (rows["units"] == 5).all()
+    order = np.argsort(rows["t_p"].to_numpy())  # Holm: the k-th smallest p times (3 - k), kept monotone, capped at 1
+    expected = np.minimum(1, np.maximum.accumulate(rows["t_p"].to_numpy()[order] * np.array([3, 2, 1])))
+    assert rows["t_p_holm"].to_numpy()[order] == pytest.approx(expected)
+    assert (rows["wilcoxon_p_holm"] >= rows["wilcoxon_p"]).all() and "(Holm " in printed
+    assert "Friedman test over the units: χ² = " in printed and "Nemenyi post-hoc p-values" in printed
+    assert (tmp_path / "cmp" / "critical_difference.png").is_file()
 
 
 def test_the_same_condition_in_two_sweeps_is_told_apart_and_unpaired_seeds_are_noted(tmp_path: Path, capsys) -> None:

@@ -61,10 +61,10 @@ def test_cost_statistics_count_only_jobs_that_recorded_it(costed: Path) -> None:
     assert run_level.loc[("draem", "avg_target_auroc"), "n"] == 3  # the older record still counts for its results
     assert ("draem", "memory_bank_mb") not in run_level.index  # no store: no row, not an n=0 one
     text = squeezed((costed / "summary.md").read_text())
-    assert "| condition | source | parameters (M) | inference images/s | peak memory MiB | memory bank MiB |" in text
-    assert "| draem | A | 97.00 ± 0.00 (n=2) | 500.0 ± 141.4 (n=2) | 1000 ± 141 (n=2) | - |" in text
-    assert "| patchcore | A | 2.80 (n=1) | 250.0 (n=1) | 512 (n=1) | 1.5 (n=1) |" in text
-    assert "| padim | A | 11.00 (n=1) | 800.0 (n=1) | 256 (n=1) | 3.0 (n=1) |" in text
+    assert "| condition | source | parameters (M) | inference images/s | peak memory MiB | memory bank MiB | repeats |" in text
+    assert "| draem | A | 97.00 ± 0.00 (n=2 of 3) | 500.0 ± 141.4 (n=2 of 3) | 1000 ± 141 (n=2 of 3) | - | - |" in text  # seed 2 recorded no cost
+    assert "| patchcore | A | 2.80 (n=1 of 1) | 250.0 (n=1 of 1) | 512 (n=1 of 1) | 1.5 (n=1 of 1) | - |" in text
+    assert "| padim | A | 11.00 (n=1 of 1) | 800.0 (n=1 of 1) | 256 (n=1 of 1) | 3.0 (n=1 of 1) | - |" in text
 
 
 def test_records_without_efficiency_summarise_without_a_cost_table(tmp_path: Path) -> None:

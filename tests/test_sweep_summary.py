@@ -93,8 +93,8 @@ def test_repeat_statistics_match_numpy_and_scipy(seeds: Path) -> None:
     hmean = summary[(summary["condition"] == "draem lr=0.0001") & (summary["source"] == "A") & (summary["metric"] == "hmean_auroc")]
     assert hmean["mean"].iloc[0] == pytest.approx(np.mean([stats.hmean(list(aurocs("A", a).values())) for a in values]))
     text = squeezed((seeds / "summary.md").read_text())
-    assert f"| draem lr=0.0001 | A | A | (all) | {values.mean():.3f} ± {values.std(ddof=1):.3f} (n=3) |" in text
-    assert "| patchcore | A | A | (all) | 0.950 (n=1) |" in text
+    assert f"| draem lr=0.0001 | A | A | (all) | {values.mean():.3f} ± {values.std(ddof=1):.3f} (n=3 of 3) |" in text
+    assert "| patchcore | A | A | (all) | 0.950 (n=1 of 1) |" in text
 
 
 def test_paper_table_bolds_the_best_of_each_column(seeds: Path) -> None:

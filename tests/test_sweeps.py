@@ -75,7 +75,7 @@ def test_parallel_sweep_summary_failure_and_rerun(tmp_path: Path, tiny_dataset: 
 
     # 2 models x 2 sources x 2 seeds: repeats with spread, the paper table, the long table, the transfer matrix.
     markdown = (sweep / "summary.md").read_text()
-    assert " ± " in markdown and "(n=2)" in markdown
+    assert " ± " in markdown and "(n=2 of 2)" in markdown
     assert "\\pm" in (sweep / "summary.tex").read_text() and "\\textbf{" in (sweep / "summary.tex").read_text()
     stats = pd.read_csv(sweep / "summary_stats.csv")
     auroc = stats[(stats["metric"] == "image_AUROC") & (stats["subgroup"].fillna("") == "")]

@@ -2,11 +2,10 @@
 
 Runs come from run or sweep directories (collect's job discovery, conditions' labels). A job of one condition
 pairs with the other condition's job of the same source domain and seed, and only when both were tested on
-the same images: the dataset manifest sha256 when both record one, and always the (domain, file name, label)
-set of predictions.csv. Per source and evaluated domain: the AUROC difference (mean over the paired seeds)
-with a paired percentile bootstrap interval over test images; per condition pair: a Wilcoxon signed-rank
-test over the (source, seed, domain) pairs of AUROCs; per condition: its mean rank over the (source,
-evaluated domain) blocks.
+the same images (check_same_images). Per source and evaluated domain: the AUROC difference (mean over the paired
+seeds) with two intervals, a paired bootstrap over test images (sweep.bootstrap) and a t-interval over seeds; per
+condition pair: a paired t-test and a Wilcoxon signed-rank test over the (source, seed) units, Holm-corrected over
+the pairs; per condition: its mean rank over the units (sweep.significance).
 """
 
 import logging
@@ -16,20 +15,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from hdmap_train.domains import short_domain
 from hdmap_train.errors import HdmapError
+from hdmap_train.sweep.bootstrap import paired_difference
 from hdmap_train.sweep.collect import job_dirs, read_job, written_config
 from hdmap_train.sweep.conditions import condition_table, effective_config, interpolation_links
-from hdmap_train.sweep.markdown import number, text
-from hdmap_train.sweep.tables import markdown_table
+from hdmap_train.sweep.significance import holm, paired_tests, ranks_and_tests, seed_interval, unit_table
 
 log = logging.getLogger(__name__)
-N_RESAMPLES, SEED, CONFIDENCE = 2000, 0, 0.95
+N_RESAMPLES, SEED = 2000, 0
+# ci_low/ci_high: the image-level bootstrap; seed_ci_*: the t-interval of the per-seed differences; t_*, wilcoxon_*: the
+# tests over the pair's (source, seed) units, *_holm: Holm-corrected over the condition pairs.
 COLUMNS = ["condition_a", "condition_b", "source", "domain", "n_seeds", "auroc_a", "auroc_b", "difference", "ci_low",
-           "ci_high", "n_resamples", "wilcoxon_n", "wilcoxon_statistic", "wilcoxon_p", "mean_rank_a", "mean_rank_b"]
+           "ci_high", "seed_ci_low", "seed_ci_high", "n_resamples", "units", "t_statistic", "t_p", "wilcoxon_n",
+           "wilcoxon_statistic", "wilcoxon_p", "mean_rank_a", "mean_rank_b"]
 
 
 @dataclass
@@ -68,11 +69,11 @@ class Job:
 
 @dataclass
 class Comparison:
-    """What compare() found: the conditions in order, comparison.csv rows, mean ranks, and notes per condition pair."""
+    """What compare() found: the conditions in order, comparison.csv rows, the ranking, and notes per condition pair."""
 
     conditions: list[str]
     rows: pd.DataFrame
-    ranks: pd.DataFrame
+    ranking: dict  # significance.ranks_and_tests: units, mean_ranks, friedman, nemenyi
     notes: dict[tuple[str, str], list[str]]
     n_resamples: int
     seed: int
@@ -155,53 +156,6 @@ def check_same_images(first: Job, other: Job, domains: list[str]) -> None:
                              f"in the second, e.g. {name} label {label}). Compare runs tested on the same images.")
 
 
-def resample_indices(labels: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """(n_resamples, images) indices: each row draws the normal images (label 0), then the fault images, with
-    replacement within their class (np.random.default_rng(seed).integers), so every resample keeps both classes.
-    """
-    rng = np.random.default_rng(seed)
-    normal, fault = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
-    return np.concatenate([normal[rng.integers(0, normal.size, (n_resamples, normal.size))],
-                           fault[rng.integers(0, fault.size, (n_resamples, fault.size))]], axis=1)
-
-
-def resampled_auroc(scores: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """AUROC of each resample (a row of indices), ties counting one half as in roc_auc_score, from image counts."""
-    rows, n = indices.shape[0], labels.size
-    counts = np.bincount((indices + n * np.arange(rows)[:, None]).ravel(), minlength=rows * n).reshape(rows, n)
-    normal, fault = labels == 0, labels == 1
-    order = np.argsort(scores[normal], kind="stable")
-    normal_scores = scores[normal][order]
-    below = np.concatenate([np.zeros((rows, 1)), np.cumsum(counts[:, normal][:, order], axis=1)], axis=1)
-    lower = below[:, np.searchsorted(normal_scores, scores[fault], "left")]  # normals scored below each fault
-    not_higher = below[:, np.searchsorted(normal_scores, scores[fault], "right")]  # ... plus the tied ones
-    pairs = counts[:, fault].sum(axis=1) * counts[:, normal].sum(axis=1)
-    return (counts[:, fault] * (lower + not_higher) / 2).sum(axis=1) / pairs
-
-
-def paired_difference(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, n_resamples: int, seed: int) -> dict:
-    """Mean AUROCs, their difference (a - b, mean over seeds) and its paired percentile bootstrap interval.
-
-    scores_a, scores_b: (seeds, images), row k of both from the same seed, columns aligned with labels.
-    """
-    auroc_a = np.array([roc_auc_score(labels, s) for s in scores_a])
-    auroc_b = np.array([roc_auc_score(labels, s) for s in scores_b])
-    indices = resample_indices(labels, n_resamples, seed)
-    differences = np.mean([resampled_auroc(a, labels, indices) - resampled_auroc(b, labels, indices)
-                           for a, b in zip(scores_a, scores_b, strict=True)], axis=0)
-    low, high = np.percentile(differences, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
-    return {"n_seeds": len(scores_a), "auroc_a": float(auroc_a.mean()), "auroc_b": float(auroc_b.mean()),
-            "difference": float((auroc_a - auroc_b).mean()), "ci_low": float(low), "ci_high": float(high)}
-
-
-def wilcoxon_test(a: np.ndarray, b: np.ndarray) -> dict:
-    """scipy.stats.wilcoxon (two-sided) of paired AUROCs; statistic and p None when no pair differs."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    result = stats.wilcoxon(a, b) if np.any(a != b) else None
-    return {"wilcoxon_n": int(a.size), "wilcoxon_statistic": None if result is None else float(result.statistic),
-            "wilcoxon_p": None if result is None else float(result.pvalue)}
-
-
 def domain_aurocs(jobs: list[Job]) -> pd.DataFrame:
     """condition, source, seed, domain, auroc of every job and evaluated domain holding both classes."""
     rows = [{"condition": job.condition, "source": job.source, "seed": job.seed, "domain": short_domain(domain),
@@ -210,23 +164,14 @@ def domain_aurocs(jobs: list[Job]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["condition", "source", "seed", "domain", "auroc"])
 
 
-def mean_ranks(aurocs: pd.DataFrame, conditions: list[str]) -> pd.DataFrame:
-    """Each condition's mean rank (1 = highest AUROC, ties averaged) over the (source, evaluated domain) blocks in
-    which every condition has an AUROC (its mean over seeds).
-    """
-    means = aurocs.groupby(["source", "domain", "condition"])["auroc"].mean().unstack("condition").reindex(columns=conditions)
-    complete = means.dropna()
-    ranks = complete.rank(axis=1, ascending=False, method="average").mean()
-    return pd.DataFrame({"condition": conditions, "mean_rank": [ranks.get(c) for c in conditions], "blocks": len(complete)})
-
-
 def compare_pair(a: list[Job], b: list[Job], n_resamples: int, seed: int) -> tuple[list[dict], list[str]]:
-    """comparison.csv rows of conditions a and b (one per source and shared evaluated domain, the Wilcoxon test
-    over all of them repeated on each), and notes on what was left out.
+    """comparison.csv rows of conditions a and b (one per source and shared evaluated domain: the image-level
+    bootstrap and the seed-level interval; the tests over the paired (source, seed) units repeated on each), and
+    notes on what was left out.
     """
     pairs, unpaired = pair_jobs(a, b)
     notes = [f"no partner (same source and seed): {job.folder} ({job.condition}, seed {job.seed})" for job in unpaired]
-    rows, aurocs = [], ([], [])
+    rows, units = [], {}  # units: (source, seed) -> per-domain (AUROC a, AUROC b)
     for source in dict.fromkeys(job_a.source for job_a, _ in pairs):
         cell = [pair for pair in pairs if pair[0].source == source]
         jobs = [job for pair in cell for job in pair]
@@ -243,65 +188,40 @@ def compare_pair(a: list[Job], b: list[Job], n_resamples: int, seed: int) -> tup
                 continue
             scores = [np.stack([pair[k].images()[domain]["anomaly_score"].to_numpy() for pair in cell]) for k in (0, 1)]
             result = paired_difference(labels, scores[0], scores[1], n_resamples, seed)
-            for k in (0, 1):
-                aurocs[k].extend(roc_auc_score(labels, s) for s in scores[k])
-            rows.append({"source": source, "domain": short_domain(domain), **result, "n_resamples": n_resamples})
-    test = wilcoxon_test(*aurocs)
+            per_seed = [[roc_auc_score(labels, s) for s in scores[k]] for k in (0, 1)]
+            for (job_a, _), auroc_a, auroc_b in zip(cell, *per_seed, strict=True):
+                units.setdefault((source, job_a.seed), []).append((auroc_a, auroc_b))
+            low, high = seed_interval(np.subtract(*per_seed))
+            rows.append({"source": source, "domain": short_domain(domain), **result, "seed_ci_low": low, "seed_ci_high": high,
+                         "n_resamples": n_resamples})
+    means = np.array([np.mean(values, axis=0) for values in units.values()]).reshape(-1, 2)
+    test = paired_tests(means[:, 0], means[:, 1])
     return [{"condition_a": a[0].condition, "condition_b": b[0].condition, **row, **test} for row in rows], notes
 
 
 def compare(directories: list[Path], n_resamples: int = N_RESAMPLES, seed: int = SEED) -> Comparison:
-    """Every pair of the conditions found in the directories, compared on their paired jobs; HdmapError when no
-    pair of conditions has a paired job or paired jobs were tested on different images.
+    """Every pair of the conditions found in the directories, compared on their paired jobs (p-values Holm-corrected
+    over the condition pairs), and the conditions' ranks over their (source, seed) units; HdmapError when no pair of
+    conditions has a paired job or paired jobs were tested on different images.
     """
     jobs = find_jobs(directories)
     conditions = list(dict.fromkeys(job.condition for job in jobs))
     if len(conditions) < 2:
         raise HdmapError(f"Only one condition ({conditions[0]}) in {', '.join(map(str, directories))}: compare needs two.")
     by_condition = {c: [job for job in jobs if job.condition == c] for c in conditions}
-    ranks = mean_ranks(domain_aurocs(jobs), conditions)
-    rank_of = dict(zip(ranks["condition"], ranks["mean_rank"], strict=True))
+    ranking = ranks_and_tests(unit_table(domain_aurocs(jobs), conditions))
     rows, notes = [], {}
     for a, b in combinations(conditions, 2):
         found, notes[(a, b)] = compare_pair(by_condition[a], by_condition[b], n_resamples, seed)
-        rows += [{**row, "mean_rank_a": rank_of[a], "mean_rank_b": rank_of[b]} for row in found]
+        rows += [{**row, "mean_rank_a": ranking["mean_ranks"].get(a), "mean_rank_b": ranking["mean_ranks"].get(b)}
+                 for row in found]
     if not rows:
         raise HdmapError("No two conditions share a source domain and seed with both classes in a test set: nothing to pair. "
                          + "; ".join(note for found in notes.values() for note in found[:3]))
-    return Comparison(conditions, pd.DataFrame(rows, columns=COLUMNS), ranks, notes, n_resamples, seed)
-
-
-def signed(value: float | None) -> str:
-    """A difference with its sign, 3 decimals ('-' when none)."""
-    return "-" if value is None or pd.isna(value) else f"{value:+.3f}"
-
-
-def comparison_markdown(comparison: Comparison) -> str:
-    """comparison.md: per condition pair the AUROC differences with intervals and the Wilcoxon test; the mean ranks."""
-    level = round(100 * CONFIDENCE)
-    lines = ["# Paired comparison", "",
-             f"Δ = AUROC(a) − AUROC(b), the mean over seeds of jobs paired by source domain and seed; {level}% paired "
-             f"bootstrap interval over test images ({comparison.n_resamples} resamples, seed {comparison.seed}; normal and "
-             "fault images resampled with replacement within their class, the same images for both conditions)."]
-    for (a, b), notes in comparison.notes.items():
-        rows = comparison.rows[(comparison.rows["condition_a"] == a) & (comparison.rows["condition_b"] == b)]
-        lines += ["", f"## a = {a}, b = {b}", ""]
-        if rows.empty:
-            lines += ["No paired jobs."]
-        else:
-            header = ["source", "domain", "seeds", "AUROC a", "AUROC b", "Δ AUROC", f"{level}% CI"]
-            cells = [[r.source, r.domain, str(r.n_seeds), number(r.auroc_a), number(r.auroc_b), signed(r.difference),
-                      f"[{signed(r.ci_low)}, {signed(r.ci_high)}]"] for r in rows.itertuples()]
-            first = rows.iloc[0]
-            test = ("no pair differs, no test" if pd.isna(first.wilcoxon_p)
-                    else f"W = {first.wilcoxon_statistic:g}, p = {first.wilcoxon_p:.4g}")
-            lines += [*markdown_table(header, cells), "",
-                      f"Wilcoxon signed-rank test over {first.wilcoxon_n} (source, seed, domain) pairs of AUROCs: {test}."]
-        lines += [f"- {note}" for note in notes]
-    ranks = comparison.ranks
-    lines += ["", "## Mean rank across domains", "",
-              f"1 = highest AUROC in a (source, evaluated domain) block (mean over seeds; ties share their rank), over the "
-              f"{ranks['blocks'].iloc[0]} blocks in which every condition was evaluated.", "",
-              *markdown_table(["condition", "mean rank"], [[text(c), number(r, 2)] for c, r in zip(ranks["condition"], ranks["mean_rank"],
-                                                                                               strict=True)])]
-    return "\n".join(lines) + "\n"
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    firsts = table.drop_duplicates(["condition_a", "condition_b"])
+    for test in ("t", "wilcoxon"):
+        adjusted = dict(zip(zip(firsts["condition_a"], firsts["condition_b"], strict=True),
+                            holm(firsts[f"{test}_p"].tolist()), strict=True))
+        table[f"{test}_p_holm"] = [adjusted[key] for key in zip(table["condition_a"], table["condition_b"], strict=True)]
+    return Comparison(conditions, table, ranking, notes, n_resamples, seed)

@@ -10,7 +10,7 @@ import pandas as pd
 from hdmap_train.results import COST_METRICS, DOMAIN_METRICS, SHIFT_METRICS, SUMMARY, Metric, shown
 from hdmap_train.sweep.collect import OVERRIDE_PREFIX, Sweep
 from hdmap_train.sweep.statistics import AVERAGE, mean_std
-from hdmap_train.sweep.tables import markdown_table, paper_markdown
+from hdmap_train.sweep.tables import markdown_table, paper_markdown, repeat_counts
 
 PROBLEMS = (("failed", "Failed jobs"), ("missing", "Missing results (running, killed, or stopped before the run)"),
             ("unreadable", "Unreadable results (corrupt or truncated metrics.json)"))
@@ -51,9 +51,10 @@ def grid_cell(jobs: pd.DataFrame) -> str:
     if done.empty:
         return "/".join(sorted(jobs["status"].unique()))
     if len(done) == 1:
-        return f"{number(done['avg_target_auroc'].iloc[0])} ({number(done['source_AUROC'].iloc[0])})"
+        return f"{number(done['avg_target_auroc'].iloc[0])} ({number(done['source_AUROC'].iloc[0])})" + \
+            ("" if len(jobs) == 1 else f", n=1 of {len(jobs)}")
     average, source = done["avg_target_auroc"], done["source_AUROC"]
-    return f"{mean_std(average.mean(), average.std())} ({mean_std(source.mean(), source.std())}), n={len(done)}"
+    return f"{mean_std(average.mean(), average.std())} ({mean_std(source.mean(), source.std())}), n={len(done)} of {len(jobs)}"
 
 
 def conditions_section(sweep: Sweep) -> list[str]:
@@ -70,18 +71,19 @@ def conditions_section(sweep: Sweep) -> list[str]:
 
 
 def statistics_rows(stats: pd.DataFrame, target_rows: bool, metrics: list[Metric]) -> list[list[str]]:
-    """One row per condition x source (x evaluated domain x subgroup when target_rows): 'mean ± std (n=k)' per metric,
-    in its digits and scale.
+    """One row per condition x source (x evaluated domain x subgroup when target_rows): 'mean ± std (n=k of N)' per
+    metric, in its digits and scale; the condition x source rows end with the note on their repeats.
     """
     chosen = stats[(stats["target"] != "") & (stats["target"] != AVERAGE)] if target_rows else stats[stats["target"] == ""]
     keys = ["condition", "source", "target", "subgroup"] if target_rows else ["condition", "source"]
     rows = []
     for key, group in chosen.groupby(keys, sort=True):
         found = group.set_index("metric")
-        cells = [mean_std(found.at[m.key, "mean"], found.at[m.key, "std"], int(found.at[m.key, "n"]), m.digits, m.scale)
-                 if m.key in found.index else "-" for m in metrics]
+        cells = [mean_std(found.at[m.key, "mean"], found.at[m.key, "std"], int(found.at[m.key, "n"]), m.digits, m.scale,
+                          found.at[m.key, "n_total"]) if m.key in found.index else "-" for m in metrics]
         if any(cell != "-" for cell in cells):
-            rows.append([*(str(k) if k != "" else "(all)" for k in key), *cells])
+            note = [] if target_rows else [text(group["note"].iloc[0] or None)]
+            rows.append([*(str(k) if k != "" else "(all)" for k in key), *cells, *note])
     return rows
 
 
@@ -121,20 +123,25 @@ def summary_markdown(sweep: Sweep, stats: pd.DataFrame, sweep_dir: Path) -> str:
         lines += markdown_table(["condition", *sources], grid) + [""]
     if len(stats):
         lines += ["## Accuracy % and AUROC per evaluated domain, mean ± std over repeats (also summary.tex)", "",
+                  f"Mean ± std over {repeat_counts(stats)} repeats (the counts of each cell: the tables below). "
                   f"Accuracy at the validation threshold; `{AVERAGE}`: mean over the evaluated domains; bold: best of "
                   "each column among the conditions of one source domain.", "", *paper_markdown(stats), ""]
         shift, domain, spent = (shown(SUMMARY, table) for table in (SHIFT_METRICS, DOMAIN_METRICS, COST_METRICS))
-        lines += ["## Domain shift per condition and source domain, mean ± std (n)", "",
-                  *markdown_table(["condition", "source", *(m.title for m in shift)], statistics_rows(stats, False, shift)), ""]
-        lines += ["## Every evaluated domain and subgroup, mean ± std (n) (95% t-intervals: summary_stats.csv)", "",
+        lines += ["## Domain shift per condition and source domain, mean ± std (n of N)", "",
+                  "n of N: the repeats with a value, of all jobs of the condition and source; repeats: the seeds that gave no "
+                  "value (failed, diverged, missing) and those below chance (source AUROC < 0.5), which count in the mean.", "",
+                  *markdown_table(["condition", "source", *(m.title for m in shift), "repeats"],
+                                  statistics_rows(stats, False, shift)), ""]
+        lines += ["## Every evaluated domain and subgroup, mean ± std (n of N) (95% t-intervals, clipped to each metric's "
+                  "range: summary_stats.csv, `ci_method`)", "",
                   *markdown_table(["condition", "source", "domain", "subgroup", *(m.title for m in domain)],
                                   statistics_rows(stats, True, domain)), ""]
         cost = statistics_rows(stats, False, spent)
         if cost:
-            lines += ["## Cost per condition and source domain, mean ± std (n)", "",
+            lines += ["## Cost per condition and source domain, mean ± std (n of N)", "",
                       "Test-set inference rate; peak memory: CUDA allocated on a GPU, peak RSS on a CPU (device: summary.csv "
                       "`inference_device`); memory bank: PatchCore's coreset or PaDiM's Gaussian.", "",
-                      *markdown_table(["condition", "source", *(m.title for m in spent)], cost), ""]
+                      *markdown_table(["condition", "source", *(m.title for m in spent), "repeats"], cost), ""]
     lines += jobs_section(table)
     for status, title in PROBLEMS:
         bad = table[table["status"] == status]

@@ -59,10 +59,11 @@ def paper_cells(stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def repeat_counts(stats: pd.DataFrame) -> str:
-    """'3' or '2-3': how many repeats the paper table's cells average."""
-    counts = stats[(stats["subgroup"] == "") & (stats["metric"] == "image_AUROC") & (stats["target"] != "")]["n"]
-    low, high = (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
-    return str(low) if low == high else f"{low}-{high}"
+    """'3 of 3' or '2-3 of 3': how many repeats the paper table's cells average, of how many jobs."""
+    rows = stats[(stats["subgroup"] == "") & (stats["metric"] == "image_AUROC") & (stats["target"] != "")]
+    low, high = (int(rows["n"].min()), int(rows["n"].max())) if len(rows) else (0, 0)
+    total = sorted({int(n) for n in rows["n_total"].dropna()})
+    return f"{low if low == high else f'{low}-{high}'} of {'/'.join(map(str, total)) or '?'}"
 
 
 def paper_markdown(stats: pd.DataFrame) -> list[str]:
@@ -90,13 +91,15 @@ def paper_latex(stats: pd.DataFrame) -> str:
     width, groups = len(PAPER_METRICS), len(columns) // len(PAPER_METRICS)
     under_headers = "".join(f"cmidrule: (lr){{{3 + width * i}-{2 + width * (i + 1)}}};" for i in range(groups))
     caption = (r"Image accuracy (\%, at the validation threshold) and AUROC per evaluated domain, mean $\pm$ std over "
-               rf"{repeat_counts(stats)} repeats; Avg.: mean over the evaluated domains; bold: best of each column for its "
-               r"source domain.")
+               rf"{repeat_counts(stats)} repeats; Avg.: mean over the evaluated domains "
+               rf"{', '.join(d for d in paper_domains(stats) if d != AVERAGE)} (the source domain included); bold: best of "
+               r"each column for its source domain.")
     latex = (table.style.hide(axis="index")
              .format(lambda text: text.replace(" ± ", r" $\pm$ "), escape="latex", na_rep="--")
              .format_index(escape="latex", axis=1, level=0)
              .apply(lambda _: styles, axis=None)
              .apply_index(lambda labels: [under_headers] + [""] * (len(labels) - 1), axis=1, level=1)
              .to_latex(column_format="ll" + "r" * len(columns), position="t", position_float="centering", hrules=True,
-                       label="tab:hdmap-transfer", caption=caption, multicol_align="c"))
+                       label="tab:hdmap-transfer", caption=caption, multicol_align="c",
+                       environment="table*"))  # both columns of a two-column paper: four domains do not fit one
     return "% Written by hdmap_train.report from the sweep's metrics.json files; needs \\usepackage{booktabs}.\n" + latex
