@@ -195,3 +195,23 @@ def test_paper_table_escapes_latex_and_marks_missing_cells(tmp_path: Path) -> No
     assert "\n & draem\\_v2 & \\textbf{85.0} & \\textbf{0.900} & \\textbf{65.0} & \\textbf{0.700} & " in latex  # a tie: both bold
     markdown = squeezed((tmp_path / "summary.md").read_text())
     assert "| A | 50%&#{x}$~ | 75.0 | 0.800 | **65.0** | **0.700** | - | - | - | - | 70.0 | 0.750 |" in markdown
+
+
+def test_every_mean_says_n_of_n_and_names_the_failed_and_below_chance_seeds(tmp_path: Path) -> None:
+    write_job(tmp_path, "draem", "A", None, error="HdmapError: training diverged at epoch 1 (loss nan): lower the learning "
+              "rate", seed=0, folder="seed=0")
+    write_job(tmp_path, "draem", "A", aurocs("A", 0.45), seed=1, folder="seed=1")  # a collapsed run: kept, and said
+    write_job(tmp_path, "draem", "A", aurocs("A", 0.99), seed=2, folder="seed=2")
+    write_summary(tmp_path)
+    summary = pd.read_csv(tmp_path / "summary_stats.csv", keep_default_na=False, na_values=[""])
+    source = summary[(summary["target"] == "A") & summary["subgroup"].isna() & (summary["metric"] == "image_AUROC")].iloc[0]
+    assert (source["n"], source["n_total"]) == (2, 3) and source["mean"] == pytest.approx((0.45 + 0.99) / 2)
+    assert source["note"] == "seed 0 diverged; seed 1 below chance (source AUROC 0.450)"
+    half = stats.t.ppf(0.975, 1) * np.std([0.45, 0.99], ddof=1) / np.sqrt(2)  # a t-interval far wider than [0, 1]
+    assert source["mean"] + half > 1 and source["mean"] - half < 0
+    assert (source["ci_low"], source["ci_high"]) == (0.0, 1.0) and source["ci_method"] == "t clipped to [0, 1]"
+    ratio = summary[summary["metric"] == "transfer_ratio"].iloc[0]
+    assert ratio["n"] == 1 and ratio["n_total"] == 3 and ratio["ci_method"] == "t clipped to [0, ∞)"  # no ratio below chance
+    text = squeezed((tmp_path / "summary.md").read_text())
+    assert "(n=2 of 3)" in text and "(n=1 of 3)" in text and "| seed 0 diverged; seed 1 below chance (source AUROC 0.450) |" in text
+    assert "Mean ± std over 2 of 3 repeats" in text and "n=2 of 3" in text
