@@ -30,6 +30,7 @@ MP_CONTEXTS = (None, "fork", "spawn", "forkserver")
 PIN_MEMORY = ("auto", True, False)
 NORMALIZATION_MODES = ("none", "minmax_fixed", "minmax", "zscore", "per_image")  # hdmap_train.data.normalization
 STATS_FROM = ("source", "per_domain")
+THRESHOLD_METHODS = ("quantile", "gamma", "mean_std")  # hdmap_train.thresholds
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -37,8 +38,7 @@ def check_config(cfg: DictConfig) -> None:
     problems = []
     if not (isinstance(cfg.trainer.max_epochs, int) and cfg.trainer.max_epochs >= 1):
         problems.append(f"trainer.max_epochs={cfg.trainer.max_epochs} must be a positive integer (model.max_epochs sets it)")
-    if not 0.0 < number(cfg.evaluation.threshold_quantile) <= 1.0:
-        problems.append(f"evaluation.threshold_quantile={cfg.evaluation.threshold_quantile} must be a number in (0, 1] (e.g. 0.99)")
+    problems += threshold_problems(cfg.evaluation)
     if cfg.model.monitor_mode not in ("min", "max"):
         problems.append(f"model.monitor_mode={cfg.model.monitor_mode} must be 'min' (a loss) or 'max' (e.g. an AUROC)")
     if cfg.model.monitor is not None and not int(cfg.model.early_stopping_patience or 0) >= 1:
@@ -49,6 +49,18 @@ def check_config(cfg: DictConfig) -> None:
     problems += data_problems(data, cfg.domain.source, list(cfg.domain.targets), dataset_domains(cfg.data))
     if problems:
         raise HdmapError("Invalid configuration: " + "; ".join(problems) + ".")
+
+
+def threshold_problems(evaluation: Mapping) -> list[str]:
+    """The threshold keys of `evaluation` (hdmap_train.thresholds), each problem with its fix."""
+    problems = []
+    if not 0.0 < number(evaluation["threshold_quantile"]) <= 1.0:
+        problems.append(f"evaluation.threshold_quantile={evaluation['threshold_quantile']} must be a number in (0, 1] (e.g. 0.99)")
+    if evaluation.get("threshold", "quantile") not in THRESHOLD_METHODS:
+        problems.append(f"evaluation.threshold={evaluation['threshold']} must be one of {', '.join(THRESHOLD_METHODS)}")
+    if not number(evaluation.get("threshold_k", 3.0)) >= 0:
+        problems.append(f"evaluation.threshold_k={evaluation['threshold_k']} must be a number >= 0 (e.g. 3)")
+    return problems
 
 
 def check_data(source, targets: list[str], **data) -> None:

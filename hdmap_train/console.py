@@ -67,10 +67,11 @@ def results_table(record: dict) -> Table:
     """The results table: domains (and their subgroups) x the CONSOLE metrics, with the validation threshold; several
     sources: their test sets together first ('pooled'), then each domain.
     """
-    threshold = record["validation"]["threshold"]
+    validation = record["validation"]
+    threshold, rule = validation["threshold"], validation.get("threshold_method", "quantile")
     table = Table(
         title=f"{record['condition']['name']}: trained on {record['source_domain']}",
-        caption=f"F1 prec rec acc FPR: at the validation threshold {threshold:.4g}, the same for every domain. "
+        caption=f"F1 prec rec acc FPR: at the validation threshold {threshold:.4g} ({rule}), the same for every domain. "
         "oF1: F1 at the best threshold per domain (chosen with test labels: reference only). "
         "TPR@1/@5: TPR at FPR 1%/5%. n: normal/fault images."
         + (" pooled: the source domains' test sets together." if "source_domain_results" in record else ""),

@@ -23,7 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hdmap_train.arguments import Command, Key, run_command
-from hdmap_train.checks import check_config, number
+from hdmap_train.checks import check_config, threshold_problems
 from hdmap_train.domains import record_sources
 from hdmap_train.errors import HdmapError
 from hdmap_train.job_names import covered
@@ -51,7 +51,10 @@ COMMAND = Command(
     overrides="overrides of the run's own config (+key=value adds a key)", bare="run",
 )
 # What from_predictions=true can recompute without the model.
-PREDICTION_KEYS = ("evaluation.threshold_quantile", "evaluation.plots", "domain.targets", "data.subgroups")
+PREDICTION_KEYS = ("evaluation.threshold_quantile", "evaluation.threshold", "evaluation.threshold_k", "evaluation.plots",
+                   "domain.targets", "data.subgroups")
+THRESHOLD_KEYS = ("evaluation.threshold_quantile", "evaluation.threshold", "evaluation.threshold_k")
+NEW_EVALUATION_KEYS = {"evaluation.threshold": "quantile", "evaluation.threshold_k": 3.0}  # conf/train.yaml's defaults
 # Data keys that leave the validation split as it was (the run's validation scores stay valid).
 TEST_ONLY_KEYS = ("data.subgroups", "data.eval_batch_size", "data.num_workers", "data.cache_limit_mb",
                   "data.multiprocessing_context", "data.pin_memory", "data.device_cache")
@@ -62,9 +65,13 @@ def apply_overrides(config: dict, overrides: list) -> DictConfig:
     """The run's resolved config (its hydra node left out) with the overrides on top.
 
     key=value must name an existing key, +key=value a new one; data.root on a run of data=synthetic also clears
-    data.synthetic (which would otherwise win).
+    data.synthetic (which would otherwise win). Runs recorded before the threshold rules existed used the quantile
+    rule: their config gets NEW_EVALUATION_KEYS as it was.
     """
     cfg = OmegaConf.create({key: value for key, value in config.items() if key != "hydra"})
+    for key, value in NEW_EVALUATION_KEYS.items():
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            OmegaConf.update(cfg, key, value, force_add=True)
     for override in overrides:
         key, exists = override.key_or_group, OmegaConf.select(cfg, override.key_or_group, default=_ABSENT) is not _ABSENT
         if override.is_add() and exists and not override.is_force_add():
@@ -201,8 +208,8 @@ def check_request(run_dir: Path, run_record: RunRecord, cfg: DictConfig, keys: l
         if needs_model:
             raise HdmapError(f"from_predictions=true recomputes {', '.join(PREDICTION_KEYS)} only; {', '.join(needs_model)} needs "
                              "the model: drop from_predictions.")
-        if not 0.0 < number(cfg.evaluation.threshold_quantile) <= 1.0:
-            raise HdmapError(f"evaluation.threshold_quantile={cfg.evaluation.threshold_quantile} must be a number in (0, 1] (e.g. 0.99)")
+        if problems := threshold_problems(cfg.evaluation):
+            raise HdmapError("Invalid configuration: " + "; ".join(problems) + ".")
         checkpoint, again = run_record.get("best_checkpoint"), False
     else:
         checkpoint = best_checkpoint(run_dir, run_record, "without it only from_predictions=true works")
@@ -210,9 +217,9 @@ def check_request(run_dir: Path, run_record: RunRecord, cfg: DictConfig, keys: l
         # without stored scores, the validation split is predicted again: the run's own only while its data is unchanged
         again = validation is None and not any(covered(k, ("data", "domain.source", "seed")) and not covered(k, TEST_ONLY_KEYS)
                                                for k in keys)
-    if "evaluation.threshold_quantile" in keys and validation is None and not again:
+    if any(covered(k, THRESHOLD_KEYS) for k in keys) and validation is None and not again:
         fix = "drop from_predictions=true to predict them again" if from_predictions else "evaluate the run's own data"
-        raise HdmapError(f"A new evaluation.threshold_quantile needs the run's validation scores, and {run_dir} has no "
+        raise HdmapError(f"A new threshold ({', '.join(THRESHOLD_KEYS)}) needs the run's validation scores, and {run_dir} has no "
                          f"{VALIDATION_SCORES} (runs before it was added do not write it): {fix}.")
     return checkpoint, validation, again
 
@@ -220,8 +227,8 @@ def check_request(run_dir: Path, run_record: RunRecord, cfg: DictConfig, keys: l
 def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predictions: bool = False) -> RunRecord:
     """Evaluate the run again (see the module docstring); returns the new record, written to <new dir>/metrics.json."""
     from hdmap_train.console import print_results
-    from hdmap_train.metrics import validation_threshold
     from hdmap_train.run_plots import write_plots
+    from hdmap_train.thresholds import choose_threshold
 
     start = time.perf_counter()
     run_record = finished_record(run_dir)
@@ -247,12 +254,12 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
                 if note := normalisation_note(record["data"], run_record.get("data") or {}):
                     record["evaluation"]["notes"] = [note]
                     log.warning("%s", note)
-            if "evaluation.threshold_quantile" in keys:
-                quantile = cfg.evaluation.threshold_quantile
-                threshold = validation_threshold(validation, quantile)
+            evaluation = cfg.evaluation
+            if any(covered(k, THRESHOLD_KEYS) for k in keys):
+                chosen = choose_threshold(validation, evaluation.threshold, evaluation.threshold_quantile, evaluation.threshold_k)
             else:  # the run's own threshold, as it was
-                quantile, threshold = run_record["validation"]["threshold_quantile"], float(run_record["validation"]["threshold"])
-            predictions = record_results(record, threshold, quantile, tests, samples)
+                chosen = run_record["validation"]
+            predictions = record_results(record, chosen, tests, samples)
             record["validation"]["threshold_from"] = str(run_dir.resolve())  # the run's own validation images, always
             write_score_tables(out_dir, predictions, validation)
             if cfg.evaluation.plots:

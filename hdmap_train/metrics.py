@@ -100,11 +100,12 @@ def image_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> d
     n_fault, n_normal = int((labels == 1).sum()), int((labels == 0).sum())
     both = n_fault > 0 and n_normal > 0
     oracle = oracle_f1(labels, scores) if both else (None, None)
+    f1 = 2 * tp / (tp + n_fault + fp) if tp + n_fault + fp else 0.0
     return {
         "image_AUROC": float(roc_auc_score(labels, scores)) if both else None,
         "image_AUPR": float(average_precision_score(labels, scores)) if both else None,
         PAUC_KEY: float(roc_auc_score(labels, scores, max_fpr=PAUC_MAX_FPR)) if both else None,
-        "image_F1Score": 2 * tp / (tp + n_fault + fp) if tp + n_fault + fp else 0.0,
+        "image_F1Score": f1,
         "image_precision": tp / (tp + fp) if tp + fp else 0.0,
         "image_recall": tp / n_fault if n_fault else 0.0,
         "image_accuracy": float((predicted == (labels == 1)).mean()) if labels.size else 0.0,
@@ -112,6 +113,7 @@ def image_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> d
         "threshold": threshold,
         "oracle_F1Score": oracle[0],
         "oracle_threshold": oracle[1],
+        "threshold_gap": None if oracle[0] is None else oracle[0] - f1,
         **{key: tpr_at_fpr(labels, scores, level) if both else None for key, level in FPR_LEVELS.items()},
         "n_samples": int(labels.size),
         "n_normal": n_normal,

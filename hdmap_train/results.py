@@ -76,6 +76,7 @@ DOMAIN_METRICS = (
     _metric("oracle_F1Score", "oF1", "oracle F1", *EVERYWHERE),
     _metric("TPR_at_FPR_1pct", "TPR@1", "TPR@FPR1%", *EVERYWHERE, SUMMARY),
     _metric("TPR_at_FPR_5pct", "TPR@5", "TPR@FPR5%", *EVERYWHERE, SUMMARY),
+    _metric("threshold_gap", "gap", "threshold gap (oracle F1 − F1)", TENSORBOARD, LONG, SUMMARY, higher_is_better=False),
     _metric("oracle_threshold", "othr", "oracle threshold", TENSORBOARD, higher_is_better=None, bounds=(None, None)),
 )
 # What image_metrics records beside the metrics: the threshold applied and the image counts.
@@ -128,6 +129,7 @@ class DomainResult(TypedDict, total=False):
     threshold: float
     oracle_F1Score: float | None
     oracle_threshold: float | None
+    threshold_gap: float | None  # oracle_F1Score - image_F1Score: the F1 the validation threshold leaves unreached
     TPR_at_FPR_1pct: float | None
     TPR_at_FPR_5pct: float | None
     n_samples: int
@@ -212,18 +214,19 @@ def load_record(path: Path) -> RunRecord:
     return record
 
 
-def record_results(record: RunRecord, threshold: float, quantile: float, tests: dict, test_samples: dict):
-    """The threshold (the `quantile` of validation scores it came from), source/target results and domain-shift
-    numbers into the record; returns the predictions table (predictions.csv). test_samples: {domain: samples},
-    sources first.
+def record_results(record: RunRecord, validation: dict, tests: dict, test_samples: dict):
+    """The threshold (validation: thresholds.choose_threshold's block, recorded as it is), source/target results
+    and domain-shift numbers into the record; returns the predictions table (predictions.csv). test_samples:
+    {domain: samples}, sources first.
 
     Several source domains: source_results pools their test sets, source_domain_results holds each of them.
     """
     from hdmap_train.metrics import domain_metrics, evaluate_domains, record_transfer_metrics
 
+    threshold = validation["threshold"]
     predictions, results = evaluate_domains(threshold, tests, test_samples)
     sources = record_sources(record)
-    record["validation"] = {"threshold_quantile": quantile, "threshold": threshold}
+    record["validation"] = dict(validation)
     if len(sources) == 1:
         record["source_results"] = results.pop(sources[0])
     else:

@@ -145,14 +145,15 @@ def write_outputs(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, 
     """
     from hdmap_train.background_pictures import draw
     from hdmap_train.engine import tensorboard_logger
-    from hdmap_train.metrics import validation_threshold
     from hdmap_train.tensorboard_log import log_to_tensorboard, run_hparams, write_pictures
+    from hdmap_train.thresholds import choose_threshold
 
     validation = collector.scores("validation")
     tests = {domain: collector.scores(domain) for domain in test_samples}
-    quantile = cfg.evaluation.threshold_quantile
-    threshold = validation_threshold(validation, quantile)
-    predictions = record_results(record, threshold, quantile, tests, test_samples)
+    evaluation = cfg.evaluation
+    chosen = choose_threshold(validation, evaluation.threshold, evaluation.threshold_quantile, evaluation.threshold_k)
+    threshold = chosen["threshold"]
+    predictions = record_results(record, chosen, tests, test_samples)
 
     start = time.perf_counter()
     write_score_tables(run_dir, predictions, validation)

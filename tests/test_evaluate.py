@@ -38,6 +38,17 @@ def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.mark.slow
+def test_another_threshold_rule_from_predictions(tmp_path: Path, capsys) -> None:
+    fake_run(tmp_path / "run")
+    out = tmp_path / "eval"
+    assert main([f"run={tmp_path / 'run'}", f"out={out}", "from_predictions=true", "evaluation.threshold=mean_std",
+                 "evaluation.threshold_k=2"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    normal = pd.read_csv(out / "validation_scores.csv").query("label == 0")["anomaly_score"].to_numpy(dtype=np.float32)
+    assert record["validation"]["threshold"] == pytest.approx(normal.mean() + 2 * normal.std(ddof=1), rel=1e-5)
+    assert record["validation"]["threshold_method"] == "mean_std" and "(mean_std)" in capsys.readouterr().out
+
+
 def test_a_best_checkpoint_not_reloaded_predicts_what_it_does_reloaded(tiny_dataset: Path, tmp_path: Path, caplog) -> None:
     """After one epoch the best checkpoint is the model in memory: the run predicts without reloading it, and an
     evaluation that loads it gives the same scores, bit for bit."""
@@ -130,8 +141,10 @@ def test_from_predictions_recomputes_a_new_quantile_new_subgroups_and_fewer_doma
     record = json.loads((out / "metrics.json").read_text())
     validation = pd.read_csv(out / "validation_scores.csv", dtype={"anomaly_score": np.float32})
     threshold = float(np.quantile(validation["anomaly_score"].to_numpy(), 0.5))
-    assert record["validation"] == {"threshold_quantile": 0.5, "threshold": threshold,
-                                    "threshold_from": str((tmp_path / "run").resolve())}
+    assert {k: record["validation"][k] for k in ("threshold_quantile", "threshold", "threshold_from", "threshold_method")} == \
+        {"threshold_quantile": 0.5, "threshold": threshold, "threshold_from": str((tmp_path / "run").resolve()),
+         "threshold_method": "quantile"}
+    assert set(record["validation"]["thresholds"]) == {"quantile", "gamma", "mean_std"}  # every rule, side by side
     assert list(record["target_results"]) == ["domain_C"] and record["evaluation"]["from_predictions"] is True
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     c = predictions[predictions["domain"] == "domain_C"]
@@ -146,7 +159,9 @@ def test_from_predictions_recomputes_a_new_quantile_new_subgroups_and_fewer_doma
     (["data.root=/elsewhere"], "data.root needs the model: drop from_predictions"),
     (["domain.targets=[E]"], "holds no domain_E: drop from_predictions=true"),
     (["evaluation.threshold_quantile=1.5"], "evaluation.threshold_quantile=1.5 must be a number in (0, 1] (e.g. 0.99)"),
+    (["evaluation.threshold=median"], "evaluation.threshold=median must be one of quantile, gamma, mean_std"),
     (["evaluation.threshold_quantil=0.9"], "evaluation.threshold_quantil is not a key of the run's config"),
+    (["evaluation.threshold=mean_std", "evaluation.threshold_k=-1"], "evaluation.threshold_k=-1 must be a number >= 0"),
 ])
 def test_from_predictions_refuses_what_needs_the_model(tmp_path: Path, capsys, args: list[str], message: str) -> None:
     run = tmp_path / "domain=A,model=draem,seed=0"  # a sweep job folder: '=' and ',' in run= are taken literally

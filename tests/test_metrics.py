@@ -2,6 +2,7 @@
 and one tiny end-to-end run that leaves every evaluation output."""
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from scipy import stats
 from scipy.stats import hmean
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -30,6 +32,7 @@ from hdmap_train.metrics import (
     transfer_ratio_note,
     validation_threshold,
 )
+from hdmap_train.thresholds import choose_threshold
 from hdmap_train.train import run
 from helpers.config import compose_cfg
 
@@ -77,6 +80,7 @@ def test_oracle_f1_is_the_best_threshold_on_test_labels(seed: int) -> None:
     assert metrics["oracle_F1Score"] == pytest.approx(best)
     assert f1_score(labels, (scores > metrics["oracle_threshold"]).astype(int)) == pytest.approx(best)
     assert metrics["oracle_F1Score"] >= metrics["image_F1Score"]
+    assert metrics["threshold_gap"] == pytest.approx(best - f1_score(labels, (scores > 0.0).astype(int), zero_division=0))
 
 
 def test_threshold_free_metrics_are_none_with_one_class() -> None:
@@ -278,3 +282,27 @@ def test_tiny_run_leaves_predictions_plots_and_tensorboard(tiny_dataset: Path, t
     hparams = events.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
     assert b"hp_metric" in hparams["_hparams_/experiment"] and b"model/name" in hparams["_hparams_/session_start_info"]
+
+
+def test_the_three_threshold_rules_side_by_side() -> None:
+    rng = np.random.default_rng(0)
+    normal = stats.gamma.rvs(2.0, loc=0.3, scale=1.5, size=4000, random_state=rng)  # a known gamma distribution
+    validation = Scores(np.append(normal, [90.0]), np.append(np.zeros(normal.size, dtype=int), 1), [""] * (normal.size + 1))
+    chosen = choose_threshold(validation, "gamma", 0.99, 3.0)
+    truth = stats.gamma.ppf(0.99, 2.0, loc=0.3, scale=1.5)
+    assert chosen["threshold"] == chosen["thresholds"]["gamma"] == pytest.approx(truth, rel=0.05)
+    assert chosen["thresholds"]["quantile"] == pytest.approx(np.quantile(normal, 0.99))  # the fault never counts
+    assert chosen["thresholds"]["mean_std"] == pytest.approx(normal.mean() + 3.0 * normal.std(ddof=1))
+    assert (chosen["threshold_method"], chosen["n_normal"], chosen["threshold_k"]) == ("gamma", 4000, 3.0) and "note" not in chosen
+
+
+def test_few_validation_normals_under_a_high_quantile_warn_and_undefined_rules_stop(caplog) -> None:
+    twelve = Scores(np.linspace(0.1, 0.5, 12), np.zeros(12, dtype=int), [""] * 12)
+    with caplog.at_level(logging.WARNING):
+        chosen = choose_threshold(twelve, "quantile", 0.99, 3.0)
+    assert "0.99 quantile of 12 validation normals is about their largest score" in chosen["note"]
+    assert "raise data.val_fraction" in caplog.text
+    assert "note" not in choose_threshold(twelve, "quantile", 0.5, 3.0)  # the median of 12 is no single image
+    flat = Scores(np.ones(5), np.zeros(5, dtype=int), [""] * 5)
+    with pytest.raises(HdmapError, match="evaluation.threshold=gamma is undefined on 5 validation normals"):
+        choose_threshold(flat, "gamma", 0.99, 3.0)

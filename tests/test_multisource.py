@@ -19,11 +19,12 @@ from hdmap_train.data.images import read_images
 from hdmap_train.data.normalization import PixelStats
 from hdmap_train.errors import HdmapError
 from hdmap_train.evaluate import main as evaluate_main
-from hdmap_train.metrics import NO_TARGETS_NOTE, Scores, validation_threshold
+from hdmap_train.metrics import NO_TARGETS_NOTE, Scores
 from hdmap_train.results import record_results
 from hdmap_train.sweep.collect import collect
 from hdmap_train.sweep.figures import heatmap_panels, transfer_panels
 from hdmap_train.sweep.summary import write_summary
+from hdmap_train.thresholds import choose_threshold
 from hdmap_train.train import run
 from helpers.config import compose_cfg
 from helpers.runs import tiny_run_cfg
@@ -108,7 +109,7 @@ def test_domain_all_has_no_targets_and_null_transfer_numbers() -> None:
     tests = {d: scores(d, shift) for d, shift in zip(domains, (0.5, 0.2, 0.0, -0.3), strict=True)}
     samples = {d: pd.DataFrame({"image_path": tests[d].paths, "split": "test"}) for d in domains}
     record = {"source_domain": "+".join(domains), "source_domains": domains}
-    predictions = record_results(record, validation_threshold(scores("val", 0.0), 0.9), 0.9, tests, samples)
+    predictions = record_results(record, choose_threshold(scores("val", 0.0), "quantile", 0.9, 3.0), tests, samples)
     assert record["source_results"]["domain"] == "+".join(domains) and record["source_results"]["n_samples"] == 48
     assert list(record["source_domain_results"]) == domains and record["target_results"] == {}
     assert record["avg_target_auroc"] is None and record["transfer_ratio"] is None

@@ -15,7 +15,7 @@ def result(domain: str, auroc: float, subgroups: tuple[str, ...] = SUBGROUPS) ->
     metrics = {
         "image_AUROC": auroc, "image_AUPR": auroc - 0.05, "image_pAUC_FPR_10pct": auroc - 0.1, "image_F1Score": auroc - 0.1,
         "image_precision": auroc - 0.15, "image_recall": auroc - 0.2, "image_accuracy": auroc - 0.05, "image_FPR": 1 - auroc,
-        "threshold": 0.5, "oracle_F1Score": auroc, "oracle_threshold": 0.4, "TPR_at_FPR_1pct": auroc - 0.3,
+        "threshold": 0.5, "oracle_F1Score": auroc, "oracle_threshold": 0.4, "threshold_gap": 0.1, "TPR_at_FPR_1pct": auroc - 0.3,
         "TPR_at_FPR_5pct": auroc - 0.2, "n_samples": 20, "n_normal": 10, "n_fault": 10,
     }
     found = {"domain": f"domain_{domain}", **metrics}
