@@ -27,6 +27,7 @@ from hdmap_train.checks import check_config, threshold_problems
 from hdmap_train.domains import record_sources
 from hdmap_train.errors import HdmapError
 from hdmap_train.job_names import covered
+from hdmap_train.provenance import provenance
 from hdmap_train.results import (
     RECORD_NAME,
     VALIDATION_SCORES,
@@ -146,6 +147,7 @@ def predict_again(cfg: DictConfig, checkpoint: Path, out_dir: Path, record: RunR
     engine, _, _ = build_engine(cfg, out_dir)
     model = load_model(OmegaConf.to_container(cfg.model, resolve=True), checkpoint)  # one line if it does not load
     collector = predict_all(engine, model, datamodule, str(checkpoint))
+    record["provenance"] = provenance(str(engine.trainer.strategy.root_device))
     return collector, {domain: dataset.samples for domain, dataset in datamodule.test_data.items()}
 
 
@@ -245,7 +247,8 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
         record = new_record(cfg, out_dir, record_sources(run_record))
         record.update(evaluated_from=str(run_dir.resolve()), best_checkpoint=str(checkpoint), data=run_record.get("data"),
                       training_info=run_record.get("training_info"),
-                      evaluation={"from_predictions": from_predictions, "overrides": [o.input_line for o in overrides]})
+                      evaluation={"from_predictions": from_predictions, "overrides": [o.input_line for o in overrides]},
+                      provenance=provenance("cpu"))  # predicting again replaces it with the device's
         with written_however_it_ends(record, out_dir / RECORD_NAME):
             if not from_predictions:
                 collector, samples = predict_again(cfg, checkpoint, out_dir, record)

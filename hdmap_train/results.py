@@ -165,6 +165,7 @@ class RunRecord(TypedDict, total=False):
     transfer_ratio: float | None
     transfer_ratio_note: str | None  # why transfer_ratio is null (source AUROC at or below chance, no targets)
     efficiency: dict  # hdmap_train.efficiency.run_efficiency: parameters, inference images/s, peak memory, memory bank
+    provenance: dict  # hdmap_train.provenance: commit, dirty, cpu, and on a GPU gpu, gpu_driver, cuda
 
 
 def package_versions() -> dict[str, str]:

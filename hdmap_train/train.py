@@ -23,6 +23,7 @@ from hdmap_train.checks import check_config
 from hdmap_train.devices import JOBLIB_LAUNCHER, job_devices, parallel_jobs
 from hdmap_train.domains import record_sources, source_domains, source_list
 from hdmap_train.errors import HdmapError
+from hdmap_train.provenance import provenance
 from hdmap_train.results import (
     RECORD_NAME,
     RunRecord,
@@ -116,6 +117,7 @@ def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) ->
             collector = predict_all(engine, model, datamodule, best if reload else None)
             record["training_info"]["test_seconds"] = round(time.perf_counter() - start, 3)
             record["efficiency"] = run_efficiency(model, engine.trainer, memory)
+            record["provenance"] = provenance(record["efficiency"]["device"])
             test_samples = {domain: ds.samples for domain, ds in datamodule.test_data.items()}
             pictures = write_outputs(cfg, run_dir, record, collector, test_samples, engine, pictures_in_background)
             if pictures is None:

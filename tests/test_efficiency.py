@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from hdmap_train.efficiency import PeakMemory, StepTimer, parameter_counts, stored_features
+from hdmap_train.provenance import cpu_model
 from hdmap_train.train import run
 from hdmap_train.weights import write_random_weights
 from helpers.config import PRETRAINED, compose_cfg
@@ -74,6 +75,8 @@ def test_patchcore_run_records_its_efficiency(tiny_dataset: Path, tmp_path: Path
     assert efficiency == record["efficiency"]
     assert efficiency["device"] == "cpu" and efficiency["precision"] == "32-true"
     assert efficiency["cpu_threads"] == torch.get_num_threads()  # threads=null: torch's own count, recorded
+    assert record["provenance"]["cpu"] == cpu_model() and "gpu" not in record["provenance"]  # a CPU run names no GPU
+    assert record["provenance"]["dirty"] in (True, False, None) and set(record["provenance"]) == {"commit", "dirty", "cpu"}
     assert efficiency["parameters_total"] > 0 and efficiency["parameters_trainable"] == 0  # no optimiser
     assert efficiency["inference_images"] == 4 * 24 and efficiency["inference_images_per_second"] > 0  # the test sets, not validation
     assert efficiency["peak_memory_source"] == "max_rss_since_job_start" and efficiency["peak_memory_bytes"] > 50 << 20

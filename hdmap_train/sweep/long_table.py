@@ -1,37 +1,33 @@
 """results_long.csv: one row per successful job x evaluated domain x subgroup ('' = the whole domain) x metric,
-each with its provenance (project commit, device, dataset manifest sha256, package versions).
+each with its provenance (project commit and dirty flag, CPU, GPU, device, dataset manifest sha256, package versions).
 """
-
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 
 from hdmap_train.domains import short_domain
+from hdmap_train.provenance import git
 from hdmap_train.results import LONG, keys
 from hdmap_train.sweep.collect import Sweep
 from hdmap_train.sweep.conditions import lookup
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 LONG_METRICS = tuple(keys(LONG))  # the metrics of each evaluated domain and subgroup (hdmap_train.results)
 VERSION_PREFIX = "version."  # results_long.csv column of a package version: version.<package>, e.g. version.torch
 
 
-def project_commit(project_dir: Path = PROJECT_DIR) -> str:
-    """`git rev-parse HEAD` of the project folder; '' when it is no git checkout or git is missing."""
-    try:
-        done = subprocess.run(["git", "-C", str(project_dir), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
+def project_commit() -> str:
+    """`git rev-parse HEAD` of the project folder now; '' when it is no git checkout or git is missing."""
+    return git("rev-parse", "HEAD") or ""
 
 
 def provenance(record: dict, commit: str) -> dict:
-    """Where one job's numbers come from: commit, device (trainer.accelerator), dataset sha256, package versions."""
+    """Where one job's numbers come from: the commit, dirty flag, CPU and GPU the run recorded (records before
+    2026-12-05: `commit`, the report's, and no more), device (trainer.accelerator), dataset sha256, package versions.
+    """
     manifest = (record.get("data") or {}).get("manifest") or {}
+    recorded = record.get("provenance") or {}
     return {
-        "commit": commit,
+        "commit": recorded.get("commit") or commit, "dirty": recorded.get("dirty"), "cpu": recorded.get("cpu", ""),
+        "gpu": recorded.get("gpu", ""),
         "device": lookup(record["condition"].get("config") or {}, "trainer.accelerator") or "",
         "dataset_sha256": manifest.get("sha256") or "",
         **{VERSION_PREFIX + name: value for name, value in (record.get("versions") or {}).items()},
@@ -62,5 +58,6 @@ def long_table(sweep: Sweep, commit: str | None = None) -> pd.DataFrame:
             base = {**fixed, "target": target, "subgroup": subgroup, "seed": job["seed"]}
             rows += [{**base, "metric": metric, "value": metrics.get(metric), **origin} for metric in LONG_METRICS]
     versions = sorted({key for row in rows for key in row if key.startswith(VERSION_PREFIX)})
-    columns = [*identity, "target", "subgroup", "seed", "metric", "value", "commit", "device", "dataset_sha256", *versions]
+    columns = [*identity, "target", "subgroup", "seed", "metric", "value", "commit", "dirty", "cpu", "gpu", "device", "dataset_sha256",
+               *versions]
     return pd.DataFrame(rows, columns=columns)

@@ -25,7 +25,7 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
 DOMAINS = ["domain_A", "domain_B", "domain_C", "domain_D"]
 # The top-level keys of a single-source record, in order (several sources add source_domains, source_domain_results).
 RECORD_KEYS = ["condition", "status", "error", "source_domain", "experiment_path", "timestamp", "versions", "data", "weights",
-               "training_info", "best_checkpoint", "efficiency", "validation", "source_results", "target_results",
+               "training_info", "best_checkpoint", "efficiency", "provenance", "validation", "source_results", "target_results",
                "avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio", "transfer_ratio_note"]
 
 
