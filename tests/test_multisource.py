@@ -134,11 +134,11 @@ def test_sweep_summary_of_a_multi_source_job(tmp_path: Path) -> None:
     long = pd.read_csv(tmp_path / "results_long.csv", keep_default_na=False)
     rows = long[(long["job"] == "domain.source=[A,B]") & (long["metric"] == "image_AUROC") & (long["subgroup"] == "")]
     assert dict(zip(rows["target"], rows["value"], strict=True)) == {"A": 0.88, "B": 0.82, "C": 0.75, "D": 0.65}
-    means, _ = transfer_panels(long)
+    means, *_ = transfer_panels(long)
     matrix = means["draem"]
     assert list(matrix.index) == ["A", "A+B", "A+B+C+D", "B"] and list(matrix.columns) == ["A", "B", "C", "D"]
     assert matrix.loc["A+B", "B"] == 0.82
-    matrices, _ = heatmap_panels(collect(tmp_path).table)
+    matrices, *_ = heatmap_panels(collect(tmp_path).table)
     assert list(matrices["A+B"].columns) == ["A", "B", "C", "D"] and matrices["A+B"].loc["draem", "A"] == 0.88
     assert (tmp_path / "transfer_matrix.png").is_file() and (tmp_path / "summary.png").is_file()
     markdown = squeezed((tmp_path / "summary.md").read_text())

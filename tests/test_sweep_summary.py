@@ -101,16 +101,16 @@ def test_paper_table_bolds_the_best_of_each_column(seeds: Path) -> None:
     write_summary(seeds)
     latex = (seeds / "summary.tex").read_text()
     assert latex.count(r"\toprule") == latex.count(r"\bottomrule") == 1 and r"\multicolumn{2}{c}{Avg.}" in latex
-    assert "\nSource & Condition & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{d}}}" for d in [*DOMAINS, "Avg."]) + r" \\" in latex
-    assert "\n" + " ".join(rf"\cmidrule(lr){{{3 + 2 * i}-{4 + 2 * i}}}" for i in range(5)) + " " in latex  # under each domain
+    assert "\nSource & Condition & n & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{d}}}" for d in [*DOMAINS, "Avg."]) + r" \\" in latex
+    assert "\n" + " ".join(rf"\cmidrule(lr){{{4 + 2 * i}-{5 + 2 * i}}}" for i in range(5)) + " " in latex  # under each domain
     assert latex.count(r"\midrule") == 2 and "\n\\midrule\nA & draem lr=0.0001 & " in latex  # header | A | B
     lines = {line.split(" & ")[1]: line for line in latex.splitlines() if line.startswith(("A & ", " & "))}
-    assert lines["draem lr=0.0001"].startswith(r"A & draem lr=0.0001 & 86.3 $\pm$ 1.5 & 0.913 $\pm$ 0.015 & ")
-    assert lines["patchcore"].startswith(r" & patchcore & \textbf{90.0} & \textbf{0.950} & ")  # one job: no std
+    assert lines["draem lr=0.0001"].startswith(r"A & draem lr=0.0001 & 3 of 3 & 86.3 $\pm$ 1.5 & 0.913 $\pm$ 0.015 & ")
+    assert lines["patchcore"].startswith(r" & patchcore & 1 of 1 & \textbf{90.0} & \textbf{0.950} & ")  # one job: no std
     assert lines["patchcore"].count(r"\textbf") == 10 and r"\textbf" not in lines["draem lr=0.0001"]  # 5 columns x 2
     source_b = [line for line in latex.splitlines() if line.startswith(r"\midrule B & ")]  # a rule between source domains
-    assert source_b[0].startswith(r"\midrule B & draem lr=0.0001 & \textbf{76.3 $\pm$ 1.5} & \textbf{0.813 $\pm$ 0.015} & \textbf{86.3")
-    assert "| A | patchcore | **90.0** | **0.950** |" in squeezed((seeds / "summary.md").read_text())
+    assert source_b[0].startswith(r"\midrule B & draem lr=0.0001 & 3 of 3 & \textbf{76.3 $\pm$ 1.5} & \textbf{0.813 $\pm$ 0.015} & \textbf{86.3")
+    assert "| A | patchcore | 1 of 1 | **90.0** | **0.950** |" in squeezed((seeds / "summary.md").read_text())
 
 
 def test_results_long_has_one_row_per_job_domain_subgroup_metric(seeds: Path) -> None:
@@ -135,20 +135,23 @@ def test_transfer_ratio_at_chance_is_null_with_a_note(tmp_path: Path) -> None:
     assert table.loc[0, "transfer_ratio_note"] == "source AUROC 0.42 is at or below chance: a ratio would be meaningless"
     assert "| - (source AUROC ≤ 0.5) |" in squeezed((tmp_path / "summary.md").read_text())
     assert not (tmp_path / "transfer_matrix.png").exists()  # one source domain: no transfer matrix
-    assert r"A & draem & 37.0 & 0.420 & " in (tmp_path / "summary.tex").read_text()  # one condition: nothing bold
+    assert r"A & draem & 1 of 1 & 37.0 & 0.420 & " in (tmp_path / "summary.tex").read_text()  # one condition: nothing bold
 
 
 def test_transfer_matrix_png(seeds: Path) -> None:
     write_summary(seeds)
     long = pd.read_csv(seeds / "results_long.csv", keep_default_na=False)
-    means, counts = transfer_panels(long)
+    means, counts, spreads = transfer_panels(long)
     assert list(means) == ["draem lr=0.0001", "draem lr=0.001", "patchcore"]
     assert means["draem lr=0.0001"].loc["A", "A"] == pytest.approx(np.mean(list(SEED_AUROCS.values())))
     assert counts["draem lr=0.0001"].loc["B", "C"] == 3 and counts["patchcore"].loc["B", "A"] == 0
-    figure = transfer_matrix_figure(means, counts)
+    assert spreads["draem lr=0.0001"].loc["A", "A"] == pytest.approx(np.std(list(SEED_AUROCS.values()), ddof=1))
+    figure = transfer_matrix_figure(means, counts, spreads)
     panels = [axes for axes in figure.axes if axes.get_title()]
     assert [axes.get_title() for axes in panels] == list(means)
-    assert {text.get_text().split("\n")[1] for text in panels[0].texts} == {"n=3"}
+    assert {text.get_text().split("\n")[-1] for text in panels[0].texts} == {"n=3"}
+    spread = f"±{np.std(list(SEED_AUROCS.values()), ddof=1):.3f}"
+    assert spread in [text.get_text().split("\n")[1] for text in panels[0].texts if text.get_position() == (0, 0)]
     assert len(panels[0].patches) == 3  # the diagonal cells of sources A and B, the avg target column
     assert panels[0].get_xticklabels()[-1].get_text() == "avg\ntarget"
     row_a = means["draem lr=0.0001"].loc["A"]
@@ -191,10 +194,10 @@ def test_paper_table_escapes_latex_and_marks_missing_cells(tmp_path: Path) -> No
     write_job(tmp_path, "50%&#{x}$~", "A", {"A": 0.8, "B": 0.7}, folder="two")  # evaluated on B only: no C, D
     write_summary(tmp_path)
     latex = (tmp_path / "summary.tex").read_text()
-    assert "\nA & 50\\%\\&\\#\\{x\\}\\$\\textasciitilde  & 75.0 & 0.800 & \\textbf{65.0} & \\textbf{0.700} & -- & -- & -- & -- & " in latex
-    assert "\n & draem\\_v2 & \\textbf{85.0} & \\textbf{0.900} & \\textbf{65.0} & \\textbf{0.700} & " in latex  # a tie: both bold
+    assert "\nA & 50\\%\\&\\#\\{x\\}\\$\\textasciitilde  & 1 of 1 & 75.0 & 0.800 & \\textbf{65.0} & \\textbf{0.700} & -- & -- & -- & -- & " in latex
+    assert "\n & draem\\_v2 & 1 of 1 & \\textbf{85.0} & \\textbf{0.900} & \\textbf{65.0} & \\textbf{0.700} & " in latex  # a tie: both bold
     markdown = squeezed((tmp_path / "summary.md").read_text())
-    assert "| A | 50%&#{x}$~ | 75.0 | 0.800 | **65.0** | **0.700** | - | - | - | - | 70.0 | 0.750 |" in markdown
+    assert "| A | 50%&#{x}$~ | 1 of 1 | 75.0 | 0.800 | **65.0** | **0.700** | - | - | - | - | 70.0 | 0.750 |" in markdown
 
 
 def test_every_mean_says_n_of_n_and_names_the_failed_and_below_chance_seeds(tmp_path: Path) -> None:
@@ -214,4 +217,4 @@ def test_every_mean_says_n_of_n_and_names_the_failed_and_below_chance_seeds(tmp_
     assert ratio["n"] == 1 and ratio["n_total"] == 3 and ratio["ci_method"] == "t clipped to [0, ∞)"  # no ratio below chance
     text = squeezed((tmp_path / "summary.md").read_text())
     assert "(n=2 of 3)" in text and "(n=1 of 3)" in text and "| seed 0 diverged; seed 1 below chance (source AUROC 0.450) |" in text
-    assert "Mean ± std over 2 of 3 repeats" in text and "n=2 of 3" in text
+    assert "| A | draem | 2 of 3 |" in text  # the paper table's n column

@@ -10,7 +10,7 @@ import pandas as pd
 from hdmap_train.results import COST_METRICS, DOMAIN_METRICS, SHIFT_METRICS, SUMMARY, Metric, shown
 from hdmap_train.sweep.collect import OVERRIDE_PREFIX, Sweep
 from hdmap_train.sweep.statistics import AVERAGE, mean_std
-from hdmap_train.sweep.tables import markdown_table, paper_markdown, repeat_counts
+from hdmap_train.sweep.tables import markdown_table, paper_markdown
 
 PROBLEMS = (("failed", "Failed jobs"), ("missing", "Missing results (running, killed, or stopped before the run)"),
             ("unreadable", "Unreadable results (corrupt or truncated metrics.json)"))
@@ -123,7 +123,7 @@ def summary_markdown(sweep: Sweep, stats: pd.DataFrame, sweep_dir: Path) -> str:
         lines += markdown_table(["condition", *sources], grid) + [""]
     if len(stats):
         lines += ["## Accuracy % and AUROC per evaluated domain, mean ± std over repeats (also summary.tex)", "",
-                  f"Mean ± std over {repeat_counts(stats)} repeats (the counts of each cell: the tables below). "
+                  "Mean ± std over the repeats (n: runs with a result of the runs made; each cell's own: the tables below). "
                   f"Accuracy at the validation threshold; `{AVERAGE}`: mean over the evaluated domains; bold: best of "
                   "each column among the conditions of one source domain.", "", *paper_markdown(stats), ""]
         shift, domain, spent = (shown(SUMMARY, table) for table in (SHIFT_METRICS, DOMAIN_METRICS, COST_METRICS))

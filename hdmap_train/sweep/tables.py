@@ -58,12 +58,11 @@ def paper_cells(stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return cells.map(lambda cell: cell[0]), cells.map(lambda cell: cell[1]).astype(bool)
 
 
-def repeat_counts(stats: pd.DataFrame) -> str:
-    """'3 of 3' or '2-3 of 3': how many repeats the paper table's cells average, of how many jobs."""
-    rows = stats[(stats["subgroup"] == "") & (stats["metric"] == "image_AUROC") & (stats["target"] != "")]
-    low, high = (int(rows["n"].min()), int(rows["n"].max())) if len(rows) else (0, 0)
-    total = sorted({int(n) for n in rows["n_total"].dropna()})
-    return f"{low if low == high else f'{low}-{high}'} of {'/'.join(map(str, total)) or '?'}"
+def row_repeats(stats: pd.DataFrame, index: pd.Index) -> list[str]:
+    """The paper table's n column: '2 of 3', the jobs with a result of all jobs of each (source, condition) row."""
+    rows = stats[(stats["subgroup"] == "") & (stats["metric"] == "image_AUROC") & ~stats["target"].isin(["", AVERAGE])]
+    found = rows.groupby(["source", "condition"]).agg(n=("n", "max"), total=("n_total", "first"))
+    return [f"{int(found.at[key, 'n'])} of {int(found.at[key, 'total'])}" if key in found.index else "-" for key in index]
 
 
 def paper_markdown(stats: pd.DataFrame) -> list[str]:
@@ -72,6 +71,7 @@ def paper_markdown(stats: pd.DataFrame) -> list[str]:
     headers = {metric: header for header, _, metric, *_ in PAPER_METRICS}
     shown = cells.mask(bold, "**" + cells + "**").fillna("-")
     shown.columns = [f"{domain} {headers[metric]}" for domain, metric in shown.columns]
+    shown.insert(0, "n", row_repeats(stats, cells.index))
     return shown.reset_index().to_markdown(index=False, tablefmt="github", disable_numparse=True).splitlines()
 
 
@@ -85,13 +85,14 @@ def paper_latex(stats: pd.DataFrame) -> str:
     sources = cells.index.get_level_values("source")
     first = pd.Series(sources).ne(pd.Series(sources).shift()).to_numpy()  # the first row of each source domain
     table = pd.DataFrame({("Source", ""): sources.where(first, ""), ("Condition", ""): cells.index.get_level_values("condition"),
+                          ("n", ""): row_repeats(stats, cells.index),
                           **{column: cells[key].to_numpy() for column, key in zip(columns, cells.columns, strict=True)}})
-    styles = np.column_stack([np.where(first, "midrule: ;", ""), np.full(len(table), ""), np.where(bold, "textbf: --rwrap;", "")])
+    styles = np.column_stack([np.where(first, "midrule: ;", ""), np.full((len(table), 2), ""), np.where(bold, "textbf: --rwrap;", "")])
     styles[0, 0] = ""  # the header's \midrule (hrules) opens the first source domain
     width, groups = len(PAPER_METRICS), len(columns) // len(PAPER_METRICS)
-    under_headers = "".join(f"cmidrule: (lr){{{3 + width * i}-{2 + width * (i + 1)}}};" for i in range(groups))
+    under_headers = "".join(f"cmidrule: (lr){{{4 + width * i}-{3 + width * (i + 1)}}};" for i in range(groups))
     caption = (r"Image accuracy (\%, at the validation threshold) and AUROC per evaluated domain, mean $\pm$ std over "
-               rf"{repeat_counts(stats)} repeats; Avg.: mean over the evaluated domains "
+               r"the repeats (n: runs with a result of the runs made); Avg.: mean over the evaluated domains "
                rf"{', '.join(d for d in paper_domains(stats) if d != AVERAGE)} (the source domain included); bold: best of "
                r"each column for its source domain.")
     latex = (table.style.hide(axis="index")
@@ -99,7 +100,7 @@ def paper_latex(stats: pd.DataFrame) -> str:
              .format_index(escape="latex", axis=1, level=0)
              .apply(lambda _: styles, axis=None)
              .apply_index(lambda labels: [under_headers] + [""] * (len(labels) - 1), axis=1, level=1)
-             .to_latex(column_format="ll" + "r" * len(columns), position="t", position_float="centering", hrules=True,
+             .to_latex(column_format="llr" + "r" * len(columns), position="t", position_float="centering", hrules=True,
                        label="tab:hdmap-transfer", caption=caption, multicol_align="c",
                        environment="table*"))  # both columns of a two-column paper: four domains do not fit one
     return "% Written by hdmap_train.report from the sweep's metrics.json files; needs \\usepackage{booktabs}.\n" + latex
