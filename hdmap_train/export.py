@@ -130,7 +130,7 @@ def export(run_dir: Path, fmt: str, out: str | None = None, tolerance: float = T
         raise HdmapError(f"Cannot create out={out_dir} ({exc.strerror}): choose a writable directory.") from None
     try:
         return exported(run_dir, record, checkpoint, fmt, out_dir, tolerance)
-    except HdmapError:
+    except BaseException:
         for folder in created:  # a failed export leaves no empty folders of its own
             with contextlib.suppress(OSError):
                 folder.rmdir()
