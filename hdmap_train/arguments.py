@@ -23,6 +23,8 @@ from typing import Any
 
 from hdmap_train.errors import HdmapError
 
+KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number"}
+
 
 @dataclass(frozen=True)
 class Key:
@@ -97,8 +99,9 @@ class Command:
                     overrides.append(override)
                     continue
                 value = override.value()
-                if key.kind is not None and (not isinstance(value, key.kind) or (key.kind is int and isinstance(value, bool))):
-                    raise HdmapError(f"{arg} must be {'true or false' if key.kind is bool else 'a whole number'}")
+                kinds = (int, float) if key.kind is float else key.kind  # 1 is a float key's number too
+                if key.kind is not None and (not isinstance(value, kinds) or (key.kind is not bool and isinstance(value, bool))):
+                    raise HdmapError(f"{arg} must be {KIND_WORDS[key.kind]}")
             if key.many:
                 options[name].append(value)
             elif name in seen:
