@@ -31,6 +31,7 @@ PIN_MEMORY = ("auto", True, False)
 NORMALIZATION_MODES = ("none", "minmax_fixed", "minmax", "zscore", "per_image")  # hdmap_train.data.normalization
 STATS_FROM = ("source", "per_domain")
 THRESHOLD_METHODS = ("quantile", "gamma", "mean_std")  # hdmap_train.thresholds
+PROTOCOLS = ("standard", "dcase")  # evaluation.protocol: dcase adds hdmap_train.dcase's scores
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -52,7 +53,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def threshold_problems(evaluation: Mapping) -> list[str]:
-    """The threshold keys of `evaluation` (hdmap_train.thresholds), each problem with its fix."""
+    """The threshold and protocol keys of `evaluation` (hdmap_train.thresholds, hdmap_train.dcase), each problem with its fix."""
     problems = []
     if not 0.0 < number(evaluation["threshold_quantile"]) <= 1.0:
         problems.append(f"evaluation.threshold_quantile={evaluation['threshold_quantile']} must be a number in (0, 1] (e.g. 0.99)")
@@ -60,6 +61,8 @@ def threshold_problems(evaluation: Mapping) -> list[str]:
         problems.append(f"evaluation.threshold={evaluation['threshold']} must be one of {', '.join(THRESHOLD_METHODS)}")
     if not number(evaluation.get("threshold_k", 3.0)) >= 0:
         problems.append(f"evaluation.threshold_k={evaluation['threshold_k']} must be a number >= 0 (e.g. 3)")
+    if evaluation.get("protocol", "standard") not in PROTOCOLS:
+        problems.append(f"evaluation.protocol={evaluation['protocol']} must be one of {', '.join(PROTOCOLS)}")
     return problems
 
 

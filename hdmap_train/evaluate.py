@@ -27,6 +27,7 @@ from hdmap_train.checks import check_config, threshold_problems
 from hdmap_train.domains import record_sources
 from hdmap_train.errors import HdmapError
 from hdmap_train.job_names import covered
+from hdmap_train.log_file import LOG_FORMAT, log_to_file
 from hdmap_train.provenance import provenance
 from hdmap_train.results import (
     RECORD_NAME,
@@ -52,10 +53,11 @@ COMMAND = Command(
     overrides="overrides of the run's own config (+key=value adds a key)", bare="run",
 )
 # What from_predictions=true can recompute without the model.
-PREDICTION_KEYS = ("evaluation.threshold_quantile", "evaluation.threshold", "evaluation.threshold_k", "evaluation.plots",
-                   "domain.targets", "data.subgroups")
+PREDICTION_KEYS = ("evaluation.threshold_quantile", "evaluation.threshold", "evaluation.threshold_k", "evaluation.protocol",
+                   "evaluation.plots", "domain.targets", "data.subgroups")
 THRESHOLD_KEYS = ("evaluation.threshold_quantile", "evaluation.threshold", "evaluation.threshold_k")
-NEW_EVALUATION_KEYS = {"evaluation.threshold": "quantile", "evaluation.threshold_k": 3.0}  # conf/train.yaml's defaults
+NEW_EVALUATION_KEYS = {"evaluation.threshold": "quantile", "evaluation.threshold_k": 3.0,  # conf/train.yaml's defaults
+                       "evaluation.protocol": "standard"}
 # Data keys that leave the validation split as it was (the run's validation scores stay valid).
 TEST_ONLY_KEYS = ("data.subgroups", "data.eval_batch_size", "data.num_workers", "data.cache_limit_mb",
                   "data.multiprocessing_context", "data.pin_memory", "data.device_cache")
@@ -241,7 +243,7 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
     if from_predictions:
         tests, samples = predictions_again(run_dir, cfg, record_sources(run_record), "data.subgroups" in keys)
     out_dir = new_directory(run_dir, out)
-    handler = log_to_file(out_dir / "evaluate.log")
+    handler = log_to_file(out_dir / "evaluate.log")  # evaluate.log beside the new metrics.json
     try:
         OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
         record = new_record(cfg, out_dir, record_sources(run_record))
@@ -262,7 +264,7 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
                 chosen = choose_threshold(validation, evaluation.threshold, evaluation.threshold_quantile, evaluation.threshold_k)
             else:  # the run's own threshold, as it was
                 chosen = run_record["validation"]
-            predictions = record_results(record, chosen, tests, samples)
+            predictions = record_results(record, chosen, tests, samples, evaluation.protocol)
             record["validation"]["threshold_from"] = str(run_dir.resolve())  # the run's own validation images, always
             write_score_tables(out_dir, predictions, validation)
             if cfg.evaluation.plots:
@@ -274,19 +276,6 @@ def evaluate(run_dir: Path, overrides: list, out: str | None = None, from_predic
         logging.getLogger().removeHandler(handler)
         handler.close()
     return record
-
-
-LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"  # the time of each line, as in a run's train.log
-
-
-def log_to_file(path: Path) -> logging.Handler:
-    """Also write this command's log lines into `path` (evaluate.log beside the new metrics.json); the handler."""
-    from hdmap_train.log_file import LogFileHandler
-
-    handler = LogFileHandler(path)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.getLogger().addHandler(handler)
-    return handler
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,11 +2,13 @@
 one warning line for the whole file, not Python logging's "--- Logging error ---" traceback for every line.
 
 The run itself still stops with its own one line when the disk is full (its checkpoints and metrics.json cannot be
-written either); only the log's lines are dropped.
+written either); only the log's lines are dropped. `log_to_file` adds such a handler for a command's own log
+(evaluate.log).
 """
 
 import logging
 import sys
+from pathlib import Path
 
 
 class LogFileHandler(logging.FileHandler):
@@ -23,3 +25,14 @@ class LogFileHandler(logging.FileHandler):
         reason = getattr(error, "strerror", None) or error
         print(f"[WARNING] {self.baseFilename} cannot be written ({reason}): its later lines are lost; free disk space.",
               file=sys.stderr)
+
+
+LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"  # the time of each line, as in a run's train.log
+
+
+def log_to_file(path: Path) -> logging.Handler:
+    """Also write this command's log lines into `path` (a LogFileHandler on the root logger); the handler."""
+    handler = LogFileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    return handler

@@ -87,6 +87,7 @@ SHIFT_METRICS = (
     _metric("hmean_target_auroc", "hmean target AUROC", "hmean target AUROC", TENSORBOARD, SUMMARY, JOBS),
     _metric("hmean_auroc", "hmean AUROC", "hmean AUROC (all domains)", TENSORBOARD, SUMMARY, JOBS),
     _metric("transfer_ratio", "transfer ratio", "transfer ratio", TENSORBOARD, SUMMARY, JOBS, bounds=POSITIVE),
+    _metric("official_score", "official score", "DCASE official score", TENSORBOARD, SUMMARY, JOBS),  # protocol=dcase only
 )
 # What a job cost (summary.csv columns from metrics.json `efficiency`, hdmap_train.efficiency).
 COST_METRICS = (
@@ -164,6 +165,8 @@ class RunRecord(TypedDict, total=False):
     hmean_auroc: float | None  # harmonic mean over source and targets
     transfer_ratio: float | None
     transfer_ratio_note: str | None  # why transfer_ratio is null (source AUROC at or below chance, no targets)
+    dcase: dict | None  # evaluation.protocol=dcase only: hdmap_train.dcase.dcase_metrics
+    official_score: float | None  # evaluation.protocol=dcase only: DCASE's hmean of AUC(domain)s and pooled pAUC
     efficiency: dict  # hdmap_train.efficiency.run_efficiency: parameters, inference images/s, peak memory, memory bank
     provenance: dict  # hdmap_train.provenance: commit, dirty, cpu, and on a GPU gpu, gpu_driver, cuda
 
@@ -215,10 +218,10 @@ def load_record(path: Path) -> RunRecord:
     return record
 
 
-def record_results(record: RunRecord, validation: dict, tests: dict, test_samples: dict):
+def record_results(record: RunRecord, validation: dict, tests: dict, test_samples: dict, protocol: str = "standard"):
     """The threshold (validation: thresholds.choose_threshold's block, recorded as it is), source/target results
-    and domain-shift numbers into the record; returns the predictions table (predictions.csv). test_samples:
-    {domain: samples}, sources first.
+    and domain-shift numbers (protocol=dcase: and DCASE's scores, `dcase` and `official_score`) into the record;
+    returns the predictions table (predictions.csv). test_samples: {domain: samples}, sources first.
 
     Several source domains: source_results pools their test sets, source_domain_results holds each of them.
     """
@@ -237,6 +240,11 @@ def record_results(record: RunRecord, validation: dict, tests: dict, test_sample
     record["target_results"] = results
     # avg_target_auroc, hmean_target_auroc, hmean_auroc, transfer_ratio (+ note: null at or below chance, no targets)
     record.update(record_transfer_metrics(record))
+    if protocol == "dcase":
+        from hdmap_train.dcase import dcase_metrics
+
+        record["dcase"] = dcase_metrics(predictions, threshold)
+        record["official_score"] = (record["dcase"] or {}).get("official_score")
     return predictions
 
 

@@ -155,7 +155,7 @@ def write_outputs(cfg: DictConfig, run_dir: Path, record: RunRecord, collector, 
     evaluation = cfg.evaluation
     chosen = choose_threshold(validation, evaluation.threshold, evaluation.threshold_quantile, evaluation.threshold_k)
     threshold = chosen["threshold"]
-    predictions = record_results(record, chosen, tests, test_samples)
+    predictions = record_results(record, chosen, tests, test_samples, evaluation.protocol)
 
     start = time.perf_counter()
     write_score_tables(run_dir, predictions, validation)

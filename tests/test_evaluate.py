@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hdmap_train.dcase import dcase_metrics
 from hdmap_train.engine_patches import RunCheckpoint
 from hdmap_train.evaluate import main
 from hdmap_train.metrics import image_metrics
@@ -38,6 +39,17 @@ def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.mark.slow
+def test_dcase_protocol_from_predictions(tmp_path: Path) -> None:
+    fake_run(tmp_path / "run")
+    out = tmp_path / "eval"
+    assert main([f"run={tmp_path / 'run'}", f"out={out}", "from_predictions=true", "evaluation.protocol=dcase"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    expected = dcase_metrics(predictions, record["validation"]["threshold"])
+    assert record["official_score"] == pytest.approx(expected["official_score"]) == pytest.approx(record["dcase"]["official_score"])
+    assert set(record["dcase"]["domains"]) == set(predictions["domain"]) and 0 <= record["dcase"]["pauc"] <= 1
+
+
 def test_another_threshold_rule_from_predictions(tmp_path: Path, capsys) -> None:
     fake_run(tmp_path / "run")
     out = tmp_path / "eval"

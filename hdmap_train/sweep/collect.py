@@ -95,7 +95,7 @@ def record_row(record: dict) -> dict:
         return row
     shift = record_transfer_metrics(record)
     row |= {f"source_{m.header}": record["source_results"][m.key] for m in DOMAIN_COLUMNS}
-    row |= {key: shift[key] for key in [*SHIFT_COLUMNS, "transfer_ratio_note"]}
+    row |= {key: shift[key] if key in shift else record.get(key) for key in [*SHIFT_COLUMNS, "transfer_ratio_note"]}
     for domain, result in {**(record.get("source_domain_results") or {}), **record["target_results"]}.items():
         row |= {f"{m.header}_{short_domain(domain)}": result[m.key] for m in DOMAIN_COLUMNS}
     return row
