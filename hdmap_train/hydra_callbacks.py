@@ -62,7 +62,10 @@ class RunDirectoryGuard(Callback):
 
 
 class JobProgress(Callback):
-    """Prints `[sweep] job N finished after H:MM:SS: <summary line>` for each job as its metrics.json is written.
+    """Prints `[sweep] job started: <job folder> at HH:MM:SS` as Hydra writes each job's .hydra/config.yaml (with
+    the lock's owner where the job claimed its folder: pid, host, GPU; hydra/launcher=gpus) and
+    `[sweep] job N finished after H:MM:SS: <summary line>` (a failed one: its error) as its metrics.json is written,
+    whatever the launcher: a thread of the launching process watches the sweep folder.
 
     Lines go to stdout with print, not logging: under the basic launcher the jobs run in this process and each
     reconfigures logging into its own train.log.
@@ -73,6 +76,7 @@ class JobProgress(Callback):
         self.finished = 0
         self._sweep_dir: Path | None = None
         self._seen: dict[Path, int] = {}
+        self._started: dict[Path, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -87,6 +91,7 @@ class JobProgress(Callback):
         del kwargs
         self._sweep_dir = Path(config.hydra.sweep.dir)
         self._seen = self._records()  # a re-run: jobs already there are reported only when written again
+        self._started = self._records(STARTED)
         if self._seen:
             print(f"[sweep] {len(self._seen)} job(s) of {self._sweep_dir} have a metrics.json already; "
                   "finished ones are not trained again", flush=True)
@@ -106,11 +111,13 @@ class JobProgress(Callback):
         while not self._stop.wait(self.interval_s):
             self._report()
 
-    def _records(self) -> dict[Path, int]:
-        """{metrics.json path: modification time} of every job of the sweep directory."""
+    def _records(self, name: str = "metrics.json") -> dict[Path, int]:
+        """{path: modification time} of every job's metrics.json (or `name`, a path below a job folder) in the sweep
+        directory.
+        """
         found = {}
         if self._sweep_dir is not None and self._sweep_dir.is_dir():
-            for path in self._sweep_dir.rglob("metrics.json"):
+            for path in self._sweep_dir.glob(f"**/{name}"):
                 try:
                     found[path] = path.stat().st_mtime_ns
                 except FileNotFoundError:  # kept aside (metrics.corrupt-<time>.json) while we looked
@@ -118,12 +125,31 @@ class JobProgress(Callback):
         return found
 
     def _report(self) -> None:
+        for path, mtime in sorted(self._records(STARTED).items(), key=lambda item: item[1]):
+            if self._started.get(path) != mtime:
+                self._started[path] = mtime
+                print(f"[sweep] job started: {job_start(path.parent.parent, mtime)}", flush=True)
         for path, mtime in sorted(self._records().items(), key=lambda item: item[1]):
             if self._seen.get(path) == mtime or pictures_pending(path):
                 continue
             self._seen[path] = mtime
             self.finished += 1
             print(f"[sweep] job {self.finished} finished{job_line(path, mtime)}", flush=True)
+
+
+STARTED = ".hydra/config.yaml"  # what Hydra writes into a job's folder as the job starts, whatever the launcher
+
+
+def job_start(folder: Path, mtime_ns: int) -> str:
+    """'<job folder> at 10:00:01', with the owner of its lock when the job claimed the folder since (pid, host, GPU)."""
+    line = f"{folder.name} at {datetime.fromtimestamp(mtime_ns / 1e9):%H:%M:%S}"
+    lock = folder / RUN_LOCK
+    try:
+        if lock.stat().st_mtime_ns >= mtime_ns:
+            line += f" ({lock.read_text().strip()})"
+    except OSError:
+        pass
+    return line
 
 
 def pictures_pending(path: Path) -> bool:

@@ -55,7 +55,9 @@ def claim(directory: Path, lock_name: str = RUN_LOCK) -> None:
         )
         raise HdmapError(msg) from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%Y-%m-%d %H:%M:%S}".encode(), 0)
+    gpus = f" on GPU {os.environ['CUDA_VISIBLE_DEVICES']}" if os.environ.get("CUDA_VISIBLE_DEVICES") else ""
+    owner = f"pid {os.getpid()} on {socket.gethostname()}{gpus} since {datetime.now():%Y-%m-%d %H:%M:%S}"
+    os.pwrite(fd, owner.encode(), 0)
     _held.append(fd)
 
 

@@ -3,6 +3,7 @@ the synthetic generator's progress, the run folder's name, and one TensorBoard r
 
 import json
 import logging
+import os
 import pickle
 import re
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from hdmap_train.background_pictures import PICTURES_PENDING
 from hdmap_train.data.synthetic import SyntheticSpec, generate
 from hdmap_train.hydra_callbacks import JobProgress
+from hdmap_train.run_dir import RUN_LOCK
 from hdmap_train.tensorboard_log import HPARAM_METRICS
 from helpers.runs import run_cli
 from helpers.sweeps import write_job
@@ -57,7 +59,7 @@ def test_sweep_prints_one_line_per_job_as_it_finishes(tmp_path: Path, tiny_datas
                       "domain=A,B", "evaluation.plots=false", "+hydra.callbacks.job_progress.interval_s=0.2"], cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith("[sweep] job ")]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[sweep] job ") and " finished " in line]
     assert len(lines) == 2, output[-4000:]
     for number, (line, source) in enumerate(zip(lines, "AB", strict=True), start=1):
         assert re.match(rf"\[sweep\] job {number} finished after 0:\d\d:\d\d: draem \| source domain_{source} AUROC [\d.]+ "
@@ -69,15 +71,22 @@ def test_sweep_prints_one_line_per_job_as_it_finishes(tmp_path: Path, tiny_datas
     # a helper at the lowest priority may draw job 1's only once job 2 is done (test_background_pictures)
     second = Path(lines[1].rsplit(" | ", 1)[1])
     assert result.stdout.index(lines[0]) < result.stdout.index(f"results: {second}/")
+    for line in lines:  # each job's start line comes before its end line
+        started = f"[sweep] job started: {Path(line.rsplit(' | ', 1)[1]).name} at "
+        assert started in result.stdout and result.stdout.index(started) < result.stdout.index(line)
 
 
 def test_job_progress_reports_new_and_rewritten_records_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     done = write_job(tmp_path, "draem", "A", {"A": 0.9, "B": 0.8, "C": 0.7, "D": 0.6})
+    (done / ".hydra" / "config.yaml").touch()  # started before this sweep: no start line
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     progress = JobProgress(interval_s=60)
     progress.on_multirun_start(config)
     assert pickle.loads(pickle.dumps(progress)).interval_s == 60  # launchers pickle callbacks into their workers
     failed = write_job(tmp_path, "draem", "B", None, error="RuntimeError: boom\nTraceback ...")
+    begun = datetime.now() - timedelta(seconds=5)
+    os.utime(failed / ".hydra" / "config.yaml", (begun.timestamp(), begun.timestamp()))
+    (failed / RUN_LOCK).write_text("pid 8 on host on GPU 1 since 2026-12-05 10:00:00")  # hydra/launcher=gpus: claimed
     record = json.loads((failed / "metrics.json").read_text())
     started = (datetime.now() - timedelta(minutes=2)).isoformat(timespec="seconds")
     (failed / "metrics.json").write_text(json.dumps({**record, "experiment_path": str(failed), "timestamp": started}))
@@ -87,9 +96,12 @@ def test_job_progress_reports_new_and_rewritten_records_only(tmp_path: Path, cap
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"[sweep] 1 job(s) of {tmp_path} have a metrics.json already; finished ones are not trained again"
     assert str(drawing) not in "\n".join(out)
-    assert len(out) == 2 and out[1].startswith("[sweep] job 1 finished after 0:02:0")
-    assert out[1].endswith(f": draem | source domain_B AUROC n/a | avg target AUROC n/a | transfer ratio n/a"
-                           f" | failed (RuntimeError: boom) | {failed}") and str(done) not in out[1]
+    assert len(out) == 4
+    assert out[1] == f"[sweep] job started: {failed.name} at {begun:%H:%M:%S} (pid 8 on host on GPU 1 since 2026-12-05 10:00:00)"
+    assert out[2].startswith(f"[sweep] job started: {drawing.name} at ") and "pid" not in out[2]  # started, not finished
+    assert out[3].startswith("[sweep] job 1 finished after 0:02:0")
+    assert out[3].endswith(f": draem | source domain_B AUROC n/a | avg target AUROC n/a | transfer ratio n/a"
+                           f" | failed (RuntimeError: boom) | {failed}") and str(done) not in out[3]
 
 
 def test_synthetic_generation_logs_each_domain(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
