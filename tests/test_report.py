@@ -30,7 +30,7 @@ def test_summary_csv_one_row_per_job(sweep: Path) -> None:
     assert list(table["status"]) == ["success", "failed", "success", "missing"]
     assert list(table.columns[:8]) == ["job", "condition", "model", "source", "seed", "status", "source_AUROC", "source_F1"]
     assert list(table.columns[8:16]) == ["AUROC_A", "F1_A", "AUROC_B", "F1_B", "AUROC_C", "F1_C", "AUROC_D", "F1_D"]
-    assert list(table.columns[16:]) == ["avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio",
+    assert list(table.columns[16:]) == ["avg_target_auroc", "hmean_target_auroc", "hmean_auroc", "transfer_ratio", "official_score",
                                         "transfer_ratio_note", "fit_seconds", "parameters_total", "inference_images_per_second",
                                         "peak_memory_mb", "memory_bank_mb", "inference_device", "weights", "error"]
     draem_a = table.iloc[0]

@@ -82,7 +82,7 @@ def repeat_statistics(long: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     values["value"] = pd.to_numeric(values["value"], errors="coerce")
     rows = [{**dict(zip(KEYS, key, strict=True)),
              **interval(group.to_numpy(dtype=float), METRICS[key[-1]].bounds if key[-1] in METRICS else (None, None))}
-            for key, group in values.groupby(KEYS, sort=True)["value"]]
+            for key, group in values.groupby(KEYS, sort=True)["value"] if group.notna().any()]  # a metric no job has: no row
     found = pd.DataFrame(rows, columns=[*KEYS, "mean", "std", "n", "ci_low", "ci_high", "ci_method"])
     return found.merge(repeat_notes(table), on=["condition", "source"], how="left")[KEYS + STATISTICS]
 
