@@ -67,7 +67,7 @@ def test_config_params_are_dot_keys_without_hydra() -> None:
 def test_sweep_is_one_parent_run_with_a_child_per_job(tmp_path: Path, tiny_dataset: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli(["--multirun", f"hydra.sweep.dir={sweep}", *TINY, f"data.root={tiny_dataset}", "logger=mlflow",
-                      "evaluation.plots=false", "evaluation.threshold=quantile,bogus"], cwd=tmp_path)
+                      "evaluation.threshold=quantile,bogus"], cwd=tmp_path)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # the bogus job failed
     mlflow.set_tracking_uri(f"file:{sweep / 'mlruns'}")
     runs = mlflow.search_runs(experiment_names=["hdmap_train"]).set_index("tags.mlflow.runName")
@@ -83,5 +83,7 @@ def test_sweep_is_one_parent_run_with_a_child_per_job(tmp_path: Path, tiny_datas
     record = json.loads((Path(done["tags.run_dir"]) / "metrics.json").read_text())
     assert done["tags.condition"].startswith("draem") and done["params.evaluation.threshold"] == "quantile"
     assert done["metrics.test/domain_A/image_AUROC"] == pytest.approx(record["source_results"]["image_AUROC"])
-    artifacts = {a.path for a in MlflowClient(f"file:{sweep / 'mlruns'}").list_artifacts(runs.loc[parent, "run_id"])}
+    client = MlflowClient(f"file:{sweep / 'mlruns'}")  # pictures drawn by the helper process, then logged with the record
+    assert {a.path for a in client.list_artifacts(done["run_id"], "plots")} == {f"plots/{p.name}" for p in (Path(done["tags.run_dir"]) / "plots").glob("*.png")} != set()
+    artifacts = {a.path for a in client.list_artifacts(runs.loc[parent, "run_id"])}
     assert {"summary.md", "summary.csv", "summary.png"} <= artifacts
