@@ -23,3 +23,6 @@ from hdmap_train import domains as _domains  # noqa: E402,F401
 
 # The ${hdmap_job_dir:} resolver of conf/hydra/default.yaml, for every process that composes the configs.
 from hdmap_train import job_names as _job_names  # noqa: E402,F401
+
+# The ${hdmap_tracking_dir:} resolver of conf/logger/mlflow.yaml.
+from hdmap_train import mlflow_log as _mlflow_log  # noqa: E402,F401

@@ -86,9 +86,9 @@ def _submit(function, *args) -> Future:
     return _helper.submit(function, *args)
 
 
-def write_when_drawn(pictures: Future, record: dict, path: Path) -> None:
+def write_when_drawn(pictures: Future, record: dict, path: Path, then=None) -> None:
     """Write `record`, a successful run's (its metrics.json on disk says PICTURES_PENDING), to `path` once its
-    pictures are drawn: as it is, or "failed" with the pictures' error.
+    pictures are drawn: as it is, or "failed" with the pictures' error; then call `then` (if given).
     """
     from hdmap_train.atomic_files import write_json_atomic
 
@@ -100,6 +100,8 @@ def write_when_drawn(pictures: Future, record: dict, path: Path) -> None:
                 record["status"], record["error"] = "failed", f"Pictures not written: {type(error).__name__}: {error}"
                 log.error("%s: %s", path.parent, record["error"])
             write_json_atomic(path, record)
+            if then is not None:
+                then()
         finally:
             with _lock:
                 _pending.remove(written)

@@ -35,7 +35,10 @@ PROTOCOLS = ("standard", "dcase")  # evaluation.protocol: dcase adds hdmap_train
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Reject invalid values before anything runs, naming the key and the fix."""
+    """Reject invalid values before anything runs, naming the key and the fix (logger=mlflow without mlflow: its own line)."""
+    from hdmap_train.mlflow_log import require_mlflow
+
+    require_mlflow(cfg)
     problems = []
     if not (isinstance(cfg.trainer.max_epochs, int) and cfg.trainer.max_epochs >= 1):
         problems.append(f"trainer.max_epochs={cfg.trainer.max_epochs} must be a positive integer (model.max_epochs sets it)")

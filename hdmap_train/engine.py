@@ -8,7 +8,7 @@ from anomalib.engine import Engine
 from anomalib.loggers import AnomalibTensorBoardLogger
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, EarlyStopping
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,6 +18,7 @@ from hdmap_train.data.datamodule import MultiDomainHDMAPDataModule
 from hdmap_train.efficiency import StepTimer
 from hdmap_train.engine_patches import RunCheckpoint, RunEngine
 from hdmap_train.errors import HdmapError
+from hdmap_train.mlflow_log import prepare
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -46,11 +47,14 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[RunCheckpoint, list
     return checkpoint, callbacks
 
 
-def run_loggers(cfg: DictConfig) -> list:
-    """The `logger` group's loggers; HdmapError when TensorBoard is not among them (the run writes its metrics, HParams
-    and pictures there).
+def run_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """The `logger` group's loggers (an MLFlowLogger's run tagged and given the config: mlflow_log.prepare); HdmapError
+    when TensorBoard is not among them (the run writes its metrics, HParams and pictures there).
     """
     loggers = [instantiate(entry) for entry in (cfg.get("logger") or {}).values() if entry is not None]
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger):
+            prepare(logger, cfg, run_dir)
     if not any(isinstance(logger, TensorBoardLogger) for logger in loggers):
         raise HdmapError("The logger group has no TensorBoard logger, where every run writes its metrics, HParams and "
                          "pictures: keep logger=tensorboard (or logger.tensorboard) and add others beside it.")

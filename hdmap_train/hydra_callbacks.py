@@ -2,7 +2,8 @@
 
 - RunDirectoryGuard: locks the run (or sweep) directory before Hydra writes anything into it (run_dir.claim);
 - JobProgress: one line per finished sweep job in the launching process, whatever the launcher;
-- SweepSummary: the sweep summary (hdmap_train.sweep.summary) at the end of a multirun; exit 1 if a job failed.
+- SweepSummary: the sweep summary (hdmap_train.sweep.summary) at the end of a multirun; exit 1 if a job failed;
+  with logger=mlflow, the sweep's parent MLflow run, opened at the start and given the summary files at the end.
 
 JobProgress: Hydra's joblib and submitit launchers return only once every job has ended, so it watches the
 sweep directory from a thread, started in on_multirun_start and stopped in on_multirun_end, and prints a line
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from hdmap_train.background_pictures import PICTURES_PENDING, wait_for_pictures
 from hdmap_train.console import summary_line
 from hdmap_train.errors import HdmapError
+from hdmap_train.mlflow_log import end_sweep, start_sweep
 from hdmap_train.results import load_record
 from hdmap_train.run_dir import RUN_LOCK, SWEEP_LOCK, claim
 from hdmap_train.sweep.summary import write_summary
@@ -175,10 +177,18 @@ def job_line(path: Path, mtime_ns: int) -> str:
 
 class SweepSummary(Callback):
     """At the end of a multirun, in the launching process: once every job's pictures are drawn, write the sweep
-    summary, exit 1 if a job failed.
+    summary, exit 1 if a job failed. With logger=mlflow: the parent run of the jobs' MLflow runs (mlflow_log).
 
     Hydra turns exceptions raised in callbacks into warnings, so a failed sweep ends with SystemExit(1).
     """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        del kwargs
+        try:
+            start_sweep(config)
+        except HdmapError as exc:  # mlflow not installed: Hydra would only warn
+            print(f"[ERROR] {exc}", file=sys.stderr)
+            sys.exit(1)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         del kwargs
@@ -188,9 +198,11 @@ class SweepSummary(Callback):
             table = write_summary(sweep_dir)
         except Exception:  # Hydra would only warn: a sweep without its summary must not look successful
             log.exception("Could not write the summary of %s", sweep_dir)
+            end_sweep(config, None, succeeded=False)
             sys.exit(1)
         log.info("Sweep summary: %s", sweep_dir / "summary.md")
         unfinished = table[table["status"] != "success"]
+        end_sweep(config, table, succeeded=not len(unfinished))
         if len(unfinished):
             for row in unfinished.itertuples():
                 log.error("%s %s: %s", row.status, row.job, row.error)

@@ -15,6 +15,7 @@ never silently overwritten or trusted; a run that trains anew starts with no che
 import fcntl
 import logging
 import os
+import signal
 import socket
 import zipfile
 from datetime import datetime
@@ -211,3 +212,13 @@ def interruption_message(run_dir: Path, engine) -> str:
         f"Interrupted (Ctrl-C) during training after epoch {engine.trainer.current_epoch}. To resume, run the same "
         f"command with hydra.run.dir={run_dir} (it continues from checkpoints/last.ckpt)."
     )
+
+
+def end_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent (the worker) ends, so a stopped sweep leaves no orphan job."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

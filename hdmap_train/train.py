@@ -23,6 +23,7 @@ from hdmap_train.checks import check_config
 from hdmap_train.devices import JOBLIB_LAUNCHER, job_devices, parallel_jobs
 from hdmap_train.domains import record_sources, source_domains, source_list
 from hdmap_train.errors import HdmapError
+from hdmap_train.mlflow_log import end_run, tracking
 from hdmap_train.provenance import provenance
 from hdmap_train.results import (
     RECORD_NAME,
@@ -65,7 +66,7 @@ def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) ->
 
     record = new_record(cfg, run_dir, source_domains(cfg.domain.source))
     engine = pictures = None
-    with written_however_it_ends(record, run_dir / RECORD_NAME):
+    with tracking(cfg, run_dir, record) as loggers, written_however_it_ends(record, run_dir / RECORD_NAME):
         try:
             check_config(cfg)
             if cfg.ckpt_path:
@@ -96,7 +97,8 @@ def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) ->
             log.info("%s", data_line(record["data"]))
             model = build_model(cfg.model)
             record["weights"] = weights_record(cfg.model)  # "random", "none" or each pretrained file with its sha256
-            engine, checkpoint, history = build_engine(cfg, run_dir, run_loggers(cfg))
+            loggers.extend(run_loggers(cfg, run_dir))  # logger=mlflow: finished by `tracking` however the run ends
+            engine, checkpoint, history = build_engine(cfg, run_dir, loggers)
 
             engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
             record["training_info"] = training_info(cfg, engine, history)
@@ -132,7 +134,7 @@ def run(cfg: DictConfig, run_dir: Path, pictures_in_background: bool = False) ->
             raise HdmapError(interrupted) from None
     if pictures is not None:
         record["status"], record["error"] = "success", None
-        write_when_drawn(pictures, record, run_dir / RECORD_NAME)
+        write_when_drawn(pictures, record, run_dir / RECORD_NAME, then=lambda: end_run(cfg, run_dir, record, loggers))
     from hdmap_train.console import print_results
 
     print_results(record)
@@ -188,7 +190,7 @@ def run_isolated(cfg: DictConfig, run_dir: Path) -> RunRecord | None:
     the sweep's other jobs. The child claims the job folder (its .run.lock names the child's pid).
     """
     from hdmap_train.atomic_files import write_json_atomic
-    from hdmap_train.run_dir import claim, read_record
+    from hdmap_train.run_dir import claim, end_with_parent, read_record
 
     with heavy_imports():  # once per worker: each job's child inherits them
         import anomalib.models  # noqa: F401
@@ -220,16 +222,6 @@ def run_isolated(cfg: DictConfig, run_dir: Path) -> RunRecord | None:
         return None
     record = read_record(run_dir)
     return record if os.WEXITSTATUS(status) == 0 and record is not None and record["status"] == "success" else None
-
-
-def end_with_parent() -> None:
-    """Linux: this process gets SIGTERM when its parent (the worker) ends, so a stopped sweep leaves no orphan job."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def size_text(cfg: DictConfig, choices: dict) -> str:
