@@ -170,7 +170,8 @@ def start_sweep(config: DictConfig) -> None:
 
 def end_sweep(config: DictConfig, table, succeeded: bool) -> None:
     """Close the parent run: the sweep summary files as its artifacts, each child tagged with its condition as the
-    summary names it (table: summary.csv's, None when the summary failed), FINISHED or FAILED.
+    summary names it (table: summary.csv's, None when the summary failed), a child left RUNNING by a killed job
+    FAILED, the parent FINISHED or FAILED.
     """
     from hdmap_train.sweep.summary import SUMMARY_FILES
 
@@ -184,10 +185,15 @@ def end_sweep(config: DictConfig, table, succeeded: bool) -> None:
     for name in SUMMARY_FILES:
         if (sweep_dir / name).is_file():
             client.log_artifact(run_id, str(sweep_dir / name))
-    if table is not None:
-        conditions = {str((sweep_dir / job).absolute()): condition for job, condition in zip(table["job"], table["condition"])}
-        experiment_id = client.get_run(run_id).info.experiment_id
-        for child in client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{run_id}'"):
-            if isinstance(condition := conditions.get(child.data.tags.get("run_dir")), str):
-                client.set_tag(child.info.run_id, "condition", condition)
+    jobs = [] if table is None else [str((sweep_dir / job).absolute()) for job in table["job"]]
+    conditions = {} if table is None else dict(zip(jobs, table["condition"]))
+    statuses = {} if table is None else dict(zip(jobs, table["status"]))
+    experiment_id = client.get_run(run_id).info.experiment_id
+    for child in client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{run_id}'"):
+        job = child.data.tags.get("run_dir")
+        if isinstance(condition := conditions.get(job), str):
+            client.set_tag(child.info.run_id, "condition", condition)
+        if child.info.status == "RUNNING":  # its job's process died before closing it (kill -9, out of memory)
+            client.set_tag(child.info.run_id, "status", statuses.get(job, "missing"))
+            client.set_terminated(child.info.run_id, "FAILED")
     client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")

@@ -4,13 +4,15 @@ a sweep is one parent run with a child run per job, the summary files as the par
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from hdmap_train.errors import HdmapError  # noqa: E402
-from hdmap_train.mlflow_log import PARENT_TAG, flat_params, require_mlflow  # noqa: E402
+from hdmap_train.mlflow_log import PARENT_TAG, end_sweep, flat_params, require_mlflow, start_sweep  # noqa: E402
 from hdmap_train.train import run  # noqa: E402
 from helpers.config import compose_cfg  # noqa: E402
 from helpers.runs import run_cli, tiny_run_cfg  # noqa: E402
@@ -87,3 +89,22 @@ def test_sweep_is_one_parent_run_with_a_child_per_job(tmp_path: Path, tiny_datas
     assert {a.path for a in client.list_artifacts(done["run_id"], "plots")} == {f"plots/{p.name}" for p in (Path(done["tags.run_dir"]) / "plots").glob("*.png")} != set()
     artifacts = {a.path for a in client.list_artifacts(runs.loc[parent, "run_id"])}
     assert {"summary.md", "summary.csv", "summary.png"} <= artifacts
+
+
+def test_a_child_left_running_by_a_killed_job_is_failed_at_the_sweep_end(tmp_path: Path) -> None:
+    entry = {"_target_": "lightning.pytorch.loggers.MLFlowLogger", "experiment_name": "hdmap_train",
+             "tracking_uri": f"file:{tmp_path / 'mlruns'}"}
+    config = OmegaConf.create({"logger": {"mlflow": entry}, "hydra": {"sweep": {"dir": str(tmp_path)}, "overrides": {"task": []}}})
+    start_sweep(config)
+    client = MlflowClient(entry["tracking_uri"])
+    parent = (tmp_path / ".mlflow_parent_run").read_text().strip()
+    experiment = client.get_experiment_by_name("hdmap_train").experiment_id
+    killed = client.create_run(experiment, tags={PARENT_TAG: parent, "run_dir": str(tmp_path / "seed=1"), "status": "running"})
+    done = client.create_run(experiment, tags={PARENT_TAG: parent, "run_dir": str(tmp_path / "seed=0")})
+    client.set_terminated(done.info.run_id, "FINISHED")
+    table = pd.DataFrame({"job": ["seed=0", "seed=1"], "condition": ["draem", "draem"], "status": ["success", "failed"]})
+    end_sweep(config, table, succeeded=False)
+    assert client.get_run(killed.info.run_id).info.status == "FAILED"
+    assert client.get_run(killed.info.run_id).data.tags["status"] == "failed"
+    assert client.get_run(done.info.run_id).info.status == "FINISHED"  # a closed run is left as it was
+    assert client.get_run(parent).info.status == "FAILED"
