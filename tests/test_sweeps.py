@@ -95,8 +95,10 @@ def test_submitit_local_sweep(tmp_path: Path, tiny_dataset: Path) -> None:
     assert result.returncode == 0, output(result)
     assert list(pd.read_csv(sweep / "summary.csv")["status"]) == ["success", "success"]
     assert (sweep / ".submitit").is_dir()
-    finished = [line for line in result.stdout.splitlines() if line.startswith("[sweep] job ")]  # the launching process
+    lines = result.stdout.splitlines()  # the launching process's
+    finished = [line for line in lines if line.startswith("[sweep] job ") and " finished " in line]
     assert len(finished) == 2 and all("| success | fit " in line for line in finished), output(result)
+    assert len([line for line in lines if line.startswith("[sweep] job started: domain=")]) == 2, output(result)
 
 
 @pytest.mark.slow
