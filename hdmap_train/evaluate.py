@@ -26,7 +26,7 @@ from hdmap_train.arguments import Command, Key, run_command
 from hdmap_train.checks import check_config, threshold_problems
 from hdmap_train.domains import record_sources
 from hdmap_train.errors import HdmapError
-from hdmap_train.job_names import covered
+from hdmap_train.job_names import ADDED_DEFAULTS, covered
 from hdmap_train.log_file import LOG_FORMAT, log_to_file
 from hdmap_train.provenance import provenance
 from hdmap_train.results import (
@@ -56,8 +56,7 @@ COMMAND = Command(
 PREDICTION_KEYS = ("evaluation.threshold_quantile", "evaluation.threshold", "evaluation.threshold_k", "evaluation.protocol",
                    "evaluation.plots", "domain.targets", "data.subgroups")
 THRESHOLD_KEYS = ("evaluation.threshold_quantile", "evaluation.threshold", "evaluation.threshold_k")
-NEW_EVALUATION_KEYS = {"evaluation.threshold": "quantile", "evaluation.threshold_k": 3.0,  # conf/train.yaml's defaults
-                       "evaluation.protocol": "standard"}
+
 # Data keys that leave the validation split as it was (the run's validation scores stay valid).
 TEST_ONLY_KEYS = ("data.subgroups", "data.eval_batch_size", "data.num_workers", "data.cache_limit_mb",
                   "data.multiprocessing_context", "data.pin_memory", "data.device_cache")
@@ -69,10 +68,10 @@ def apply_overrides(config: dict, overrides: list) -> DictConfig:
 
     key=value must name an existing key, +key=value a new one; data.root on a run of data=synthetic also clears
     data.synthetic (which would otherwise win). Runs recorded before the threshold rules existed used the quantile
-    rule: their config gets NEW_EVALUATION_KEYS as it was.
+    rule: their config gets job_names.ADDED_DEFAULTS as it was.
     """
     cfg = OmegaConf.create({key: value for key, value in config.items() if key != "hydra"})
-    for key, value in NEW_EVALUATION_KEYS.items():
+    for key, value in ADDED_DEFAULTS.items():
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             OmegaConf.update(cfg, key, value, force_add=True)
     for override in overrides:

@@ -142,12 +142,17 @@ def comparable_config(config: dict) -> dict:
     return drop_keys(config, RESULT_NEUTRAL_OVERRIDE_KEYS)
 
 
+# Keys added later with a default that keeps the old behaviour, other than null, false or {}: a record written before
+# one existed ran as its default does.
+ADDED_DEFAULTS = {"evaluation.threshold": "quantile", "evaluation.threshold_k": 3.0, "evaluation.protocol": "standard"}
+
+
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two config dicts (sorted), e.g. ['data.root', 'seed'].
 
-    A key that only one side has, at null, false or {} there, is no difference: keys are added with a default that
-    keeps the old behaviour (data.layout: null, model.random_weights: false), so a record written before one was
-    added is still the same config.
+    A key that only one side has, at null, false, {} or its ADDED_DEFAULTS value there, is no difference: keys are
+    added with a default that keeps the old behaviour (data.layout: null, model.random_weights: false), so a record
+    written before one was added is still the same config.
     """
     keys = sorted(set(a) | set(b))
     found = []
@@ -157,7 +162,8 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
             found += config_differences(left, right, f"{prefix}{key}.")
         elif (key in a) != (key in b):
             added = left if key in a else right
-            if not (added is None or added is False or added == {}):
+            default = ADDED_DEFAULTS.get(f"{prefix}{key}", {})
+            if not (added is None or added is False or added == {} or added == default):
                 found.append(f"{prefix}{key}")
         elif left != right:
             found.append(f"{prefix}{key}")

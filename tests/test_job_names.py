@@ -140,3 +140,8 @@ def test_a_key_added_later_at_its_neutral_default_is_no_config_difference() -> N
     assert config_differences(old, {**new, "model": {"name": "draem", "random_weights": True}}) == ["model.random_weights"]
     assert config_differences(old, {**old, "seed": 0}) == ["seed"]  # 0 is a value, not an absent default
     assert config_differences(new, {**new, "data": {"root": "/e", "layout": None}}) == ["data.root"]
+    before = {"evaluation": {"threshold_quantile": 0.99}}  # a record from before the threshold rules and protocols
+    rules = {"evaluation": {"threshold_quantile": 0.99, "threshold": "quantile", "threshold_k": 3.0, "protocol": "standard"}}
+    assert config_differences(before, rules) == [] and config_differences(rules, before) == []
+    gamma = {"evaluation": {"threshold_quantile": 0.99, "threshold": "gamma"}}
+    assert config_differences(before, gamma) == ["evaluation.threshold"]
