@@ -101,16 +101,45 @@ def test_paper_table_bolds_the_best_of_each_column(seeds: Path) -> None:
     write_summary(seeds)
     latex = (seeds / "summary.tex").read_text()
     assert latex.count(r"\toprule") == latex.count(r"\bottomrule") == 1 and r"\multicolumn{2}{c}{Avg.}" in latex
-    assert "\nSource & Condition & n & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{d}}}" for d in [*DOMAINS, "Avg."]) + r" \\" in latex
-    assert "\n" + " ".join(rf"\cmidrule(lr){{{4 + 2 * i}-{5 + 2 * i}}}" for i in range(5)) + " " in latex  # under each domain
-    assert latex.count(r"\midrule") == 2 and "\n\\midrule\nA & draem lr=0.0001 & " in latex  # header | A | B
-    lines = {line.split(" & ")[1]: line for line in latex.splitlines() if line.startswith(("A & ", " & "))}
-    assert lines["draem lr=0.0001"].startswith(r"A & draem lr=0.0001 & 3 of 3 & 86.3 $\pm$ 1.5 & 0.913 $\pm$ 0.015 & ")
-    assert lines["patchcore"].startswith(r" & patchcore & 1 of 1 & \textbf{90.0} & \textbf{0.950} & ")  # one job: no std
-    assert lines["patchcore"].count(r"\textbf") == 10 and r"\textbf" not in lines["draem lr=0.0001"]  # 5 columns x 2
+    assert "\nSource & Condition & Subgroup & n & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{d}}}" for d in [*DOMAINS, "Avg."]) + r" \\" in latex
+    assert "\n" + " ".join(rf"\cmidrule(lr){{{5 + 2 * i}-{6 + 2 * i}}}" for i in range(5)) + " " in latex  # under each domain
+    assert latex.count(r"\midrule") == 2 and "\n\\midrule\nA & draem lr=0.0001 & all & " in latex  # header | A | B
+    lines = {tuple(line.split(" & ")[1:3]): line for line in latex.splitlines() if line.startswith(("A & ", " & "))}
+    assert lines["draem lr=0.0001", "all"].startswith(r"A & draem lr=0.0001 & all & 3 of 3 & 86.3 $\pm$ 1.5 & 0.913 $\pm$ 0.015 & ")
+    assert lines["patchcore", "all"].startswith(r" & patchcore & all & 1 of 1 & \textbf{90.0} & \textbf{0.950} & ")  # one job: no std
+    assert lines["patchcore", "all"].count(r"\textbf") == 10 and r"\textbf" not in lines["draem lr=0.0001", "all"]  # 5 columns x 2
     source_b = [line for line in latex.splitlines() if line.startswith(r"\midrule B & ")]  # a rule between source domains
-    assert source_b[0].startswith(r"\midrule B & draem lr=0.0001 & 3 of 3 & \textbf{76.3 $\pm$ 1.5} & \textbf{0.813 $\pm$ 0.015} & \textbf{86.3")
-    assert "| A | patchcore | 1 of 1 | **90.0** | **0.950** |" in squeezed((seeds / "summary.md").read_text())
+    assert source_b[0].startswith(r"\midrule B & draem lr=0.0001 & all & 3 of 3 & \textbf{76.3 $\pm$ 1.5} & \textbf{0.813 $\pm$ 0.015} & \textbf{86.3")
+    assert "| A | patchcore | all | 1 of 1 | **90.0** | **0.950** |" in squeezed((seeds / "summary.md").read_text())
+
+
+def test_paper_table_shows_each_subgroup_under_its_condition(seeds: Path) -> None:
+    write_summary(seeds)
+    latex = (seeds / "summary.tex").read_text()
+    source_a = latex.split(r"\midrule B & ")[0].splitlines()
+    lines = {tuple(line.split(" & ")[1:3]): line for line in source_a if line.startswith(("A & ", " & "))}
+    cold, warm = (0.90 + 0.93 + 0.91) / 3 - 0.02, (0.90 + 0.93 + 0.91) / 3 + 0.02  # helpers.sweeps: subgroups at AUROC -/+ 0.02
+    assert lines["draem lr=0.0001", "cold"].startswith(rf" & draem lr=0.0001 & cold & 3 of 3 & 84.3 $\pm$ 1.5 & {cold:.3f} $\pm$ 0.015 & ")
+    assert lines["draem lr=0.0001", "warm"].split(" & ")[5] == rf"{warm:.3f} $\pm$ 0.015"
+    assert r"\textbf" not in lines["patchcore", "warm"]  # the best of a column is chosen among whole domains only
+    assert "Subgroup: the whole domain (all) and its subgroups" in latex
+    text = squeezed((seeds / "summary.md").read_text())
+    assert "| A | patchcore | warm | 1 of 1 | 92.0 | 0.970 |" in text and text.index("| A | patchcore | all |") < text.index("| A | patchcore | cold |")
+    summary = pd.read_csv(seeds / "summary_stats.csv", keep_default_na=False)  # the Avg. column of a subgroup
+    average = summary[(summary["condition"] == "patchcore") & (summary["target"] == "average") & (summary["subgroup"] == "cold")
+                      & (summary["metric"] == "image_AUROC")]
+    assert average["mean"].iloc[0] == pytest.approx(np.mean([0.95, 0.75, 0.85, 0.75]) - 0.02)
+
+
+def test_paper_table_without_subgroups_has_no_subgroup_column(tmp_path: Path) -> None:
+    job = write_job(tmp_path, "draem", "A", aurocs("A", 0.9))
+    record = json.loads((job / "metrics.json").read_text())
+    for found in [record["source_results"], *record["target_results"].values()]:
+        found.pop("subgroups")
+    (job / "metrics.json").write_text(json.dumps(record))
+    write_summary(tmp_path)
+    assert "\nSource & Condition & n & " in (tmp_path / "summary.tex").read_text()
+    assert "| A | draem | 1 of 1 | 85.0 | 0.900 |" in squeezed((tmp_path / "summary.md").read_text())
 
 
 def test_results_long_has_one_row_per_job_domain_subgroup_metric(seeds: Path) -> None:
@@ -135,7 +164,7 @@ def test_transfer_ratio_at_chance_is_null_with_a_note(tmp_path: Path) -> None:
     assert table.loc[0, "transfer_ratio_note"] == "source AUROC 0.42 is at or below chance: a ratio would be meaningless"
     assert "| - (source AUROC ≤ 0.5) |" in squeezed((tmp_path / "summary.md").read_text())
     assert not (tmp_path / "transfer_matrix.png").exists()  # one source domain: no transfer matrix
-    assert r"A & draem & 1 of 1 & 37.0 & 0.420 & " in (tmp_path / "summary.tex").read_text()  # one condition: nothing bold
+    assert r"A & draem & all & 1 of 1 & 37.0 & 0.420 & " in (tmp_path / "summary.tex").read_text()  # one condition: nothing bold
 
 
 def test_transfer_matrix_png(seeds: Path) -> None:
@@ -194,10 +223,10 @@ def test_paper_table_escapes_latex_and_marks_missing_cells(tmp_path: Path) -> No
     write_job(tmp_path, "50%&#{x}$~", "A", {"A": 0.8, "B": 0.7}, folder="two")  # evaluated on B only: no C, D
     write_summary(tmp_path)
     latex = (tmp_path / "summary.tex").read_text()
-    assert "\nA & 50\\%\\&\\#\\{x\\}\\$\\textasciitilde  & 1 of 1 & 75.0 & 0.800 & \\textbf{65.0} & \\textbf{0.700} & -- & -- & -- & -- & " in latex
-    assert "\n & draem\\_v2 & 1 of 1 & \\textbf{85.0} & \\textbf{0.900} & \\textbf{65.0} & \\textbf{0.700} & " in latex  # a tie: both bold
+    assert "\nA & 50\\%\\&\\#\\{x\\}\\$\\textasciitilde  & all & 1 of 1 & 75.0 & 0.800 & \\textbf{65.0} & \\textbf{0.700} & -- & -- & -- & -- & " in latex
+    assert "\n & draem\\_v2 & all & 1 of 1 & \\textbf{85.0} & \\textbf{0.900} & \\textbf{65.0} & \\textbf{0.700} & " in latex  # a tie: both bold
     markdown = squeezed((tmp_path / "summary.md").read_text())
-    assert "| A | 50%&#{x}$~ | 1 of 1 | 75.0 | 0.800 | **65.0** | **0.700** | - | - | - | - | 70.0 | 0.750 |" in markdown
+    assert "| A | 50%&#{x}$~ | all | 1 of 1 | 75.0 | 0.800 | **65.0** | **0.700** | - | - | - | - | 70.0 | 0.750 |" in markdown
 
 
 def test_every_mean_says_n_of_n_and_names_the_failed_and_below_chance_seeds(tmp_path: Path) -> None:
@@ -217,4 +246,4 @@ def test_every_mean_says_n_of_n_and_names_the_failed_and_below_chance_seeds(tmp_
     assert ratio["n"] == 1 and ratio["n_total"] == 3 and ratio["ci_method"] == "t clipped to [0, ∞)"  # no ratio below chance
     text = squeezed((tmp_path / "summary.md").read_text())
     assert "(n=2 of 3)" in text and "(n=1 of 3)" in text and "| seed 0 diverged; seed 1 below chance (source AUROC 0.450) |" in text
-    assert "| A | draem | 2 of 3 |" in text  # the paper table's n column
+    assert "| A | draem | all | 2 of 3 |" in text  # the paper table's n column

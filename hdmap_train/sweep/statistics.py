@@ -17,7 +17,7 @@ from hdmap_train.sweep.collect import EFFICIENCY_COLUMNS, SHIFT_COLUMNS
 CONFIDENCE = 0.95
 KEYS = ["condition", "source", "target", "subgroup", "metric"]
 STATISTICS = ["mean", "std", "n", "n_total", "ci_low", "ci_high", "ci_method", "note"]
-AVERAGE = "average"  # the `target` of a job's mean over its evaluated domains (whole domains)
+AVERAGE = "average"  # the `target` of a job's mean over its evaluated domains (of whole domains or a subgroup)
 
 
 def interval(values: np.ndarray, bounds: tuple[float | None, float | None] = (None, None)) -> dict:
@@ -58,10 +58,11 @@ def repeat_notes(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def domain_averages(long: pd.DataFrame) -> pd.DataFrame:
-    """Each job's mean of each metric over its evaluated domains (whole domains), as rows with target 'average'."""
-    whole = long[long["subgroup"] == ""]
-    averages = whole.groupby(["job", "condition", "source", "metric"], sort=False, as_index=False)["value"].mean()
-    return averages.assign(target=AVERAGE, subgroup="")
+    """Each job's mean of each metric over its evaluated domains, of the whole domains and of each subgroup, as rows
+    with target 'average'.
+    """
+    keys = ["job", "condition", "source", "subgroup", "metric"]
+    return long.groupby(keys, sort=False, as_index=False)["value"].mean().assign(target=AVERAGE)
 
 
 def run_level(table: pd.DataFrame) -> pd.DataFrame:

@@ -30,39 +30,54 @@ def paper_domains(stats: pd.DataFrame) -> list[str]:
     return [*domains, AVERAGE] if domains else []
 
 
-def column_cells(block: pd.DataFrame, conditions: list[str], domain: str, metric: str, digits: int,
+def column_cells(block: pd.DataFrame, rows: list[tuple[str, str]], domain: str, metric: str, digits: int,
                  scale: float) -> list[tuple[str | None, bool]]:
-    """One column of a source domain's rows: (mean ± std, None for none; is the best rounded mean of several) per condition."""
-    found = [block.loc[(c, domain, metric)] if (c, domain, metric) in block.index else None for c in conditions]
+    """One column of a source domain's (condition, subgroup) rows: (mean ± std, None for none; is the best rounded mean
+    of several whole-domain rows) per row; subgroup rows are never bold.
+    """
+    found = [block.loc[(c, g, domain, metric)] if (c, g, domain, metric) in block.index else None for c, g in rows]
     found = [None if s is None or pd.isna(s["mean"]) else s for s in found]
-    rounded = [None if s is None else round(s["mean"] * scale, digits) for s in found]
-    best = max((r for r in rounded if r is not None), default=None) if len(conditions) > 1 else None
-    return [(None, False) if s is None else (mean_std(s["mean"], s["std"], digits=digits, scale=scale), r == best)
+    rounded = [None if s is None or g else round(s["mean"] * scale, digits) for s, (_, g) in zip(found, rows, strict=True)]
+    whole = [r for r in rounded if r is not None]
+    best = max(whole) if sum(not g for _, g in rows) > 1 and whole else None
+    return [(None, False) if s is None else (mean_std(s["mean"], s["std"], digits=digits, scale=scale), r is not None and r == best)
             for s, r in zip(found, rounded, strict=True)]
 
 
 def paper_cells(stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper table's cells ('mean ± std', None for no result) and which are bold (best of the column among the
-    conditions of one source domain): rows (source, condition), columns (domain, metric) for each domain x PAPER_METRICS.
+    conditions of one source domain): rows (source, condition, subgroup), each condition's whole domains (subgroup '')
+    followed by its subgroups (e.g. cold, warm) where the runs have them; columns (domain, metric) for each domain x
+    PAPER_METRICS.
     """
-    whole = stats[stats["subgroup"] == ""].set_index(["source", "condition", "target", "metric"])
+    indexed = stats.set_index(["source", "condition", "subgroup", "target", "metric"])
     columns = pd.MultiIndex.from_tuples([(domain, metric) for domain in paper_domains(stats) for _, _, metric, *_ in PAPER_METRICS])
     blocks = []
-    for source in sorted(whole.index.unique("source")):
-        block = whole.loc[source]
-        conditions = sorted(block.index.unique("condition"))
-        found = {(domain, metric): column_cells(block, conditions, domain, metric, digits, scale)
+    for source in sorted(indexed.index.unique("source")):
+        block = indexed.loc[source]
+        rows = sorted({(c, g) for c, g, target in block.index.droplevel("metric") if target != ""})
+        found = {(domain, metric): column_cells(block, rows, domain, metric, digits, scale)
                  for domain in paper_domains(stats) for _, _, metric, digits, scale in PAPER_METRICS}
-        blocks.append(pd.DataFrame(found, index=pd.MultiIndex.from_product([[source], conditions]), columns=columns))
-    cells = pd.concat(blocks).rename_axis(["source", "condition"]) if blocks else pd.DataFrame(columns=columns)
+        index = pd.MultiIndex.from_tuples([(source, c, g) for c, g in rows])
+        blocks.append(pd.DataFrame(found, index=index, columns=columns))
+    names = ["source", "condition", "subgroup"]
+    cells = (pd.concat(blocks).rename_axis(names) if blocks
+             else pd.DataFrame(columns=columns, index=pd.MultiIndex.from_tuples([], names=names)))
     return cells.map(lambda cell: cell[0]), cells.map(lambda cell: cell[1]).astype(bool)
 
 
 def row_repeats(stats: pd.DataFrame, index: pd.Index) -> list[str]:
-    """The paper table's n column: '2 of 3', the jobs with a result of all jobs of each (source, condition) row."""
-    rows = stats[(stats["subgroup"] == "") & (stats["metric"] == "image_AUROC") & ~stats["target"].isin(["", AVERAGE])]
-    found = rows.groupby(["source", "condition"]).agg(n=("n", "max"), total=("n_total", "first"))
+    """The paper table's n column: '2 of 3', the jobs with a result of all jobs of each (source, condition, subgroup) row."""
+    rows = stats[(stats["metric"] == "image_AUROC") & ~stats["target"].isin(["", AVERAGE])]
+    found = rows.groupby(["source", "condition", "subgroup"]).agg(n=("n", "max"), total=("n_total", "first"))
     return [f"{int(found.at[key, 'n'])} of {int(found.at[key, 'total'])}" if key in found.index else "-" for key in index]
+
+
+def first_columns(cells: pd.DataFrame) -> dict[str, pd.Index]:
+    """The row labels: source and condition, and a subgroup column ('all' for whole domains) when any row is a subgroup."""
+    labels = {"source": cells.index.get_level_values("source"), "condition": cells.index.get_level_values("condition")}
+    subgroups = cells.index.get_level_values("subgroup")
+    return labels | ({"subgroup": subgroups.where(subgroups != "", "all")} if (subgroups != "").any() else {})
 
 
 def paper_markdown(stats: pd.DataFrame) -> list[str]:
@@ -71,8 +86,9 @@ def paper_markdown(stats: pd.DataFrame) -> list[str]:
     headers = {metric: header for header, _, metric, *_ in PAPER_METRICS}
     shown = cells.mask(bold, "**" + cells + "**").fillna("-")
     shown.columns = [f"{domain} {headers[metric]}" for domain, metric in shown.columns]
-    shown.insert(0, "n", row_repeats(stats, cells.index))
-    return shown.reset_index().to_markdown(index=False, tablefmt="github", disable_numparse=True).splitlines()
+    labels = first_columns(cells)
+    shown = pd.DataFrame({**labels, "n": row_repeats(stats, cells.index), **{c: shown[c].to_numpy() for c in shown.columns}})
+    return shown.to_markdown(index=False, tablefmt="github", disable_numparse=True).splitlines()
 
 
 def paper_latex(stats: pd.DataFrame) -> str:
@@ -82,17 +98,22 @@ def paper_latex(stats: pd.DataFrame) -> str:
         return "% summary.tex: no successful job yet\n"
     headers = {metric: latex for _, latex, metric, *_ in PAPER_METRICS}
     columns = [("Avg." if domain == AVERAGE else domain, headers[metric]) for domain, metric in cells.columns]
-    sources = cells.index.get_level_values("source")
+    labels = first_columns(cells)
+    sources = labels.pop("source")
     first = pd.Series(sources).ne(pd.Series(sources).shift()).to_numpy()  # the first row of each source domain
-    table = pd.DataFrame({("Source", ""): sources.where(first, ""), ("Condition", ""): cells.index.get_level_values("condition"),
+    table = pd.DataFrame({("Source", ""): sources.where(first, ""), **{(key.title(), ""): value for key, value in labels.items()},
                           ("n", ""): row_repeats(stats, cells.index),
                           **{column: cells[key].to_numpy() for column, key in zip(columns, cells.columns, strict=True)}})
-    styles = np.column_stack([np.where(first, "midrule: ;", ""), np.full((len(table), 2), ""), np.where(bold, "textbf: --rwrap;", "")])
+    lead = 2 + len(labels)  # Source, Condition[, Subgroup], n
+    styles = np.column_stack([np.where(first, "midrule: ;", ""), np.full((len(table), lead - 1), ""),
+                              np.where(bold, "textbf: --rwrap;", "")])
     styles[0, 0] = ""  # the header's \midrule (hrules) opens the first source domain
     width, groups = len(PAPER_METRICS), len(columns) // len(PAPER_METRICS)
-    under_headers = "".join(f"cmidrule: (lr){{{4 + width * i}-{3 + width * (i + 1)}}};" for i in range(groups))
+    under_headers = "".join(f"cmidrule: (lr){{{lead + 1 + width * i}-{lead + width * (i + 1)}}};" for i in range(groups))
     caption = (r"Image accuracy (\%, at the validation threshold) and AUROC per evaluated domain, mean $\pm$ std over "
-               r"the repeats (n: runs with a result of the runs made); Avg.: mean over the evaluated domains "
+               r"the repeats (n: runs with a result of the runs made"
+               + (r"; Subgroup: the whole domain (all) and its subgroups" if "subgroup" in labels else "")
+               + r"); Avg.: mean over the evaluated domains "
                rf"{', '.join(d for d in paper_domains(stats) if d != AVERAGE)} (the source domain included); bold: best of "
                r"each column for its source domain.")
     latex = (table.style.hide(axis="index")
@@ -100,7 +121,7 @@ def paper_latex(stats: pd.DataFrame) -> str:
              .format_index(escape="latex", axis=1, level=0)
              .apply(lambda _: styles, axis=None)
              .apply_index(lambda labels: [under_headers] + [""] * (len(labels) - 1), axis=1, level=1)
-             .to_latex(column_format="llr" + "r" * len(columns), position="t", position_float="centering", hrules=True,
+             .to_latex(column_format="l" * (lead - 1) + "r" + "r" * len(columns), position="t", position_float="centering", hrules=True,
                        label="tab:hdmap-transfer", caption=caption, multicol_align="c",
                        environment="table*"))  # both columns of a two-column paper: four domains do not fit one
     return "% Written by hdmap_train.report from the sweep's metrics.json files; needs \\usepackage{booktabs}.\n" + latex
