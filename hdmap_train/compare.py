@@ -1,6 +1,7 @@
 """`python -m hdmap_train.compare dir=<dir> [dir=...] [out=<dir>] [resamples=2000] [seed=0]`: paired AUROC comparison
 of the conditions in run or sweep directories (hdmap_train.sweep.comparison), as Markdown on stdout and, with
-out=, comparison.md, comparison.csv and the critical-difference diagram.
+out=, comparison.md, comparison.csv, official_score.csv (runs scored with evaluation.protocol=dcase) and the
+critical-difference diagram.
 
 Only light modules are imported before the arguments are checked, so usage errors answer at once.
 """
@@ -16,7 +17,7 @@ COMMAND = Command(
     "compare", "Compare conditions tested on the same images: AUROC differences per evaluated domain with a seed-level "
     "and an image-level interval, a paired t-test and Wilcoxon test over (source, seed) runs, mean ranks.",
     (Key("dir", "a run directory (metrics.json + predictions.csv) or a sweep directory", required=True, path=True, many=True),
-     Key("out", "also write <out>/comparison.md, comparison.csv and critical_difference.png", path=True),
+     Key("out", "also write <out>/comparison.md, comparison.csv, critical_difference.png (and official_score.csv)", path=True),
      Key("resamples", "bootstrap resamples (default 2000)", default=2000, kind=int),
      Key("seed", "bootstrap seed (default 0)", default=0, kind=int)),
     ("dir=multirun/2026-12-01/10-00-00 out=comparison/", "dir=outputs/a dir=outputs/b"),
@@ -48,6 +49,9 @@ def compare(options: dict, overrides: list) -> None:
         write_atomic(out / "comparison.md", lambda file: file.write(markdown))
         write_csv_atomic(out / "comparison.csv", comparison.rows)
         written = [out / "comparison.md", out / "comparison.csv"]
+        if not comparison.official.empty:
+            write_csv_atomic(out / "official_score.csv", comparison.official)
+            written.append(out / "official_score.csv")
         if comparison.ranking["nemenyi"] is not None:
             critical_difference_figure(comparison.ranking["mean_ranks"], comparison.ranking["nemenyi"],
                                        out / "critical_difference.png")

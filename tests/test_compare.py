@@ -199,3 +199,43 @@ def test_a_test_fingerprint_is_of_paths_labels_and_bytes_not_of_the_root(tmp_pat
     assert test_fingerprint(dataset(tmp_path / "three", b"y"), tmp_path / "three") != first  # same names, other bytes
     relabelled = dataset(tmp_path / "four", b"x").assign(label_index=[1, 0])
     assert test_fingerprint(relabelled, tmp_path / "four") != first
+
+
+def score_with_dcase(jobs: list[Path]) -> None:
+    """Mark the runs as scored with evaluation.protocol=dcase (compare recomputes the score from predictions.csv)."""
+    for job in jobs:
+        record = json.loads((job / "metrics.json").read_text())
+        record["dcase"] = {"official_score": 0.0}
+        (job / "metrics.json").write_text(json.dumps(record))
+
+
+def dcase_official(job: Path) -> float:
+    """The official score by its definition: hmean of AUC(domain normals + all anomalies) per domain and the pooled pAUC."""
+    frame = pd.read_csv(job / "predictions.csv")
+    anomalous = frame["label"] == 1
+    aucs = [roc_auc_score(frame.label[(frame.domain == d) | anomalous], frame.anomaly_score[(frame.domain == d) | anomalous])
+            for d in frame["domain"].unique()]
+    pauc = roc_auc_score(frame["label"], frame["anomaly_score"], max_fpr=0.1)
+    return len(aucs + [pauc]) / sum(1 / v for v in [*aucs, pauc])
+
+
+def test_dcase_official_score_is_compared_over_the_units(tmp_path: Path, capsys) -> None:
+    draem = write_sweep(tmp_path / "a", "draem", shift=2.0)
+    patchcore = write_sweep(tmp_path / "b", "patchcore", shift=0.7)
+    score_with_dcase(draem)
+    assert main([f"dir={tmp_path / 'a'}", f"dir={tmp_path / 'b'}", "resamples=20", f"out={tmp_path / 'cmp'}"]) == 0
+    printed = capsys.readouterr().out
+    assert "## DCASE official score" not in printed and "not every paired run was scored with evaluation.protocol=dcase" in printed
+    assert not (tmp_path / "cmp" / "official_score.csv").exists()
+    score_with_dcase(patchcore)
+    assert main([f"dir={tmp_path / 'a'}", f"dir={tmp_path / 'b'}", "resamples=20", f"out={tmp_path / 'cmp'}"]) == 0
+    printed = squeezed(capsys.readouterr().out)
+    official = pd.read_csv(tmp_path / "cmp" / "official_score.csv")
+    a, b = np.array([dcase_official(job) for job in draem]), np.array([dcase_official(job) for job in patchcore])
+    assert len(official) == 1 and official.loc[0, "n_seeds"] == 3 and official.loc[0, "units"] == 3
+    assert official.loc[0, "official_a"] == pytest.approx(a.mean()) and official.loc[0, "difference"] == pytest.approx((a - b).mean())
+    half = stats.t.ppf(0.975, 2) * (a - b).std(ddof=1) / np.sqrt(3)
+    assert official.loc[0, "seed_ci_low"] == pytest.approx((a - b).mean() - half)
+    assert official.loc[0, "t_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert "## DCASE official score (evaluation.protocol=dcase)" in printed
+    assert f"| draem | patchcore | A | 3 | {a.mean():.3f} | {b.mean():.3f} | {(a - b).mean():+.3f} |" in printed

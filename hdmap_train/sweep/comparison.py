@@ -5,7 +5,9 @@ pairs with the other condition's job of the same source domain and seed, and onl
 the same images (check_same_images). Per source and evaluated domain: the AUROC difference (mean over the paired
 seeds) with two intervals, a paired bootstrap over test images (sweep.bootstrap) and a t-interval over seeds; per
 condition pair: a paired t-test and a Wilcoxon signed-rank test over the (source, seed) units, Holm-corrected over
-the pairs; per condition: its mean rank over the units (sweep.significance).
+the pairs; per condition: its mean rank over the units (sweep.significance). Where every paired run was scored with
+evaluation.protocol=dcase, DCASE's official score of each run (over the domains both runs of a pair evaluated) is
+compared the same way, per source with a seed-level interval and over the units with the two tests.
 """
 
 import logging
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from hdmap_train.dcase import official_score
 from hdmap_train.domains import short_domain
 from hdmap_train.errors import HdmapError
 from hdmap_train.sweep.bootstrap import paired_difference
@@ -31,6 +34,9 @@ N_RESAMPLES, SEED = 2000, 0
 COLUMNS = ["condition_a", "condition_b", "source", "domain", "n_seeds", "auroc_a", "auroc_b", "difference", "ci_low",
            "ci_high", "seed_ci_low", "seed_ci_high", "n_resamples", "units", "t_statistic", "t_p", "wilcoxon_n",
            "wilcoxon_statistic", "wilcoxon_p", "mean_rank_a", "mean_rank_b"]
+# official_score.csv: DCASE's official score of the paired runs, per source (mean over seeds) and the pair's unit tests
+OFFICIAL_COLUMNS = ["condition_a", "condition_b", "source", "n_seeds", "official_a", "official_b", "difference", "seed_ci_low",
+                    "seed_ci_high", "units", "t_statistic", "t_p", "wilcoxon_n", "wilcoxon_statistic", "wilcoxon_p"]
 
 
 @dataclass
@@ -73,6 +79,7 @@ class Comparison:
 
     conditions: list[str]
     rows: pd.DataFrame
+    official: pd.DataFrame  # OFFICIAL_COLUMNS + t_p_holm, wilcoxon_p_holm; empty unless runs were scored with protocol=dcase
     ranking: dict  # significance.ranks_and_tests: units, mean_ranks, friedman, nemenyi
     notes: dict[tuple[str, str], list[str]]
     n_resamples: int
@@ -164,14 +171,38 @@ def domain_aurocs(jobs: list[Job]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["condition", "source", "seed", "domain", "auroc"])
 
 
-def compare_pair(a: list[Job], b: list[Job], n_resamples: int, seed: int) -> tuple[list[dict], list[str]]:
+def run_official_score(job: Job, domains: list[str]) -> float:
+    """DCASE's official score (hdmap_train.dcase) of the job's test images of `domains`."""
+    images = pd.concat([job.images()[d].assign(domain=d) for d in domains], ignore_index=True)
+    labels, domain = images["label"].to_numpy(dtype=int), images["domain"].to_numpy(dtype=str)
+    names = [d for d in domains if ((domain == d) & (labels == 0)).any()]
+    return official_score(labels, images["anomaly_score"].to_numpy(dtype=float), domain, names)
+
+
+def official_rows(cells: dict[str, tuple[list[tuple[Job, Job]], list[str]]]) -> list[dict]:
+    """official_score.csv rows of one condition pair: per source (paired runs, their shared domains) the mean official
+    score of each condition over the seeds, its difference and seed interval; the unit tests repeated on each row.
+    """
+    rows, units = [], []
+    for source, (cell, domains) in cells.items():
+        scores = np.array([[run_official_score(job, domains) for job in pair] for pair in cell])  # seeds x (a, b)
+        units += scores.tolist()
+        low, high = seed_interval(scores[:, 0] - scores[:, 1])
+        rows.append({"source": source, "n_seeds": len(cell), "official_a": scores[:, 0].mean(), "official_b": scores[:, 1].mean(),
+                     "difference": (scores[:, 0] - scores[:, 1]).mean(), "seed_ci_low": low, "seed_ci_high": high})
+    values = np.array(units).reshape(-1, 2)
+    test = paired_tests(values[:, 0], values[:, 1])
+    return [{**row, **test} for row in rows]
+
+
+def compare_pair(a: list[Job], b: list[Job], n_resamples: int, seed: int) -> tuple[list[dict], list[dict], list[str]]:
     """comparison.csv rows of conditions a and b (one per source and shared evaluated domain: the image-level
-    bootstrap and the seed-level interval; the tests over the paired (source, seed) units repeated on each), and
-    notes on what was left out.
+    bootstrap and the seed-level interval; the tests over the paired (source, seed) units repeated on each), their
+    official_score.csv rows (when every paired run has DCASE scores) and notes on what was left out.
     """
     pairs, unpaired = pair_jobs(a, b)
     notes = [f"no partner (same source and seed): {job.folder} ({job.condition}, seed {job.seed})" for job in unpaired]
-    rows, units = [], {}  # units: (source, seed) -> per-domain (AUROC a, AUROC b)
+    rows, units, cells = [], {}, {}  # units: (source, seed) -> per-domain (AUROC a, AUROC b); cells: source -> (pairs, domains)
     for source in dict.fromkeys(job_a.source for job_a, _ in pairs):
         cell = [pair for pair in pairs if pair[0].source == source]
         jobs = [job for pair in cell for job in pair]
@@ -181,6 +212,7 @@ def compare_pair(a: list[Job], b: list[Job], n_resamples: int, seed: int) -> tup
             notes.append(f"source {source}: {', '.join(left_out)} not compared (not evaluated by every paired run)")
         for job in jobs[1:]:
             check_same_images(jobs[0], job, domains)
+        cells[source] = (cell, domains)
         for domain in domains:
             labels = jobs[0].images()[domain]["label"].to_numpy()
             if np.unique(labels).size < 2:
@@ -196,7 +228,13 @@ def compare_pair(a: list[Job], b: list[Job], n_resamples: int, seed: int) -> tup
                          "n_resamples": n_resamples})
     means = np.array([np.mean(values, axis=0) for values in units.values()]).reshape(-1, 2)
     test = paired_tests(means[:, 0], means[:, 1])
-    return [{"condition_a": a[0].condition, "condition_b": b[0].condition, **row, **test} for row in rows], notes
+    names = {"condition_a": a[0].condition, "condition_b": b[0].condition}
+    scored = ["dcase" in job.record for cell, _ in cells.values() for pair in cell for job in pair]
+    official = official_rows(cells) if scored and all(scored) else []
+    if any(scored) and not all(scored):
+        notes.append("DCASE official score not compared: not every paired run was scored with evaluation.protocol=dcase "
+                     "(python -m hdmap_train.evaluate run=<run> from_predictions=true evaluation.protocol=dcase adds it)")
+    return [{**names, **row, **test} for row in rows], [{**names, **row} for row in official], notes
 
 
 def compare(directories: list[Path], n_resamples: int = N_RESAMPLES, seed: int = SEED) -> Comparison:
@@ -210,18 +248,24 @@ def compare(directories: list[Path], n_resamples: int = N_RESAMPLES, seed: int =
         raise HdmapError(f"Only one condition ({conditions[0]}) in {', '.join(map(str, directories))}: compare needs two.")
     by_condition = {c: [job for job in jobs if job.condition == c] for c in conditions}
     ranking = ranks_and_tests(unit_table(domain_aurocs(jobs), conditions))
-    rows, notes = [], {}
+    rows, official, notes = [], [], {}
     for a, b in combinations(conditions, 2):
-        found, notes[(a, b)] = compare_pair(by_condition[a], by_condition[b], n_resamples, seed)
+        found, scored, notes[(a, b)] = compare_pair(by_condition[a], by_condition[b], n_resamples, seed)
         rows += [{**row, "mean_rank_a": ranking["mean_ranks"].get(a), "mean_rank_b": ranking["mean_ranks"].get(b)}
                  for row in found]
+        official += scored
     if not rows:
         raise HdmapError("No two conditions share a source domain and seed with both classes in a test set: nothing to pair. "
                          + "; ".join(note for found in notes.values() for note in found[:3]))
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    tables = [with_holm(pd.DataFrame(found, columns=columns)) for found, columns in ((rows, COLUMNS), (official, OFFICIAL_COLUMNS))]
+    return Comparison(conditions, tables[0], tables[1], ranking, notes, n_resamples, seed)
+
+
+def with_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with t_p_holm and wilcoxon_p_holm: each condition pair's p-values Holm-corrected over the pairs."""
     firsts = table.drop_duplicates(["condition_a", "condition_b"])
     for test in ("t", "wilcoxon"):
         adjusted = dict(zip(zip(firsts["condition_a"], firsts["condition_b"], strict=True),
                             holm(firsts[f"{test}_p"].tolist()), strict=True))
         table[f"{test}_p_holm"] = [adjusted[key] for key in zip(table["condition_a"], table["condition_b"], strict=True)]
-    return Comparison(conditions, table, ranking, notes, n_resamples, seed)
+    return table

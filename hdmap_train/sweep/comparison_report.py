@@ -49,16 +49,38 @@ def pair_section(comparison: Comparison, a: str, b: str, notes: list[str]) -> li
     cells = [[r.source, r.domain, str(r.n_seeds), number(r.auroc_a), number(r.auroc_b), signed(r.difference),
               "-" if pd.isna(r.seed_ci_low) else f"[{signed(r.seed_ci_low)}, {signed(r.seed_ci_high)}]",
               f"[{signed(r.ci_low)}, {signed(r.ci_high)}]"] for r in rows.itertuples()]
-    first = rows.iloc[0]
-    corrected = len(comparison.notes) > 1
-    t = ("undefined (fewer than two units, or Δ the same in every unit)" if pd.isna(first.t_p)
-         else f"t = {first.t_statistic:.3f}, p = {p_value(first.t_p)}" + (f" (Holm {p_value(first.t_p_holm)})" if corrected else ""))
-    w = ("undefined (fewer than two units, or no unit differs)" if pd.isna(first.wilcoxon_p)
-         else f"W = {first.wilcoxon_statistic:g}, p = {p_value(first.wilcoxon_p)}"
-         + (f" (Holm {p_value(first.wilcoxon_p_holm)})" if corrected else ""))
-    return lines + [*markdown_table(header, cells), "",
-                    f"Over {first.units} (source, seed) units: paired t-test {t}; Wilcoxon signed-rank test {w}."] + \
+    return lines + [*markdown_table(header, cells), "", tests_line(rows.iloc[0], len(comparison.notes) > 1)] + \
         [f"- {note}" for note in notes]
+
+
+def tests_line(row, corrected: bool) -> str:
+    """'Over 3 (source, seed) units: paired t-test t = ..., p = ... (Holm ...); Wilcoxon signed-rank test W = ..., p = ...'."""
+    t = ("undefined (fewer than two units, or Δ the same in every unit)" if pd.isna(row.t_p)
+         else f"t = {row.t_statistic:.3f}, p = {p_value(row.t_p)}" + (f" (Holm {p_value(row.t_p_holm)})" if corrected else ""))
+    w = ("undefined (fewer than two units, or no unit differs)" if pd.isna(row.wilcoxon_p)
+         else f"W = {row.wilcoxon_statistic:g}, p = {p_value(row.wilcoxon_p)}"
+         + (f" (Holm {p_value(row.wilcoxon_p_holm)})" if corrected else ""))
+    return f"Over {row.units} (source, seed) units: paired t-test {t}; Wilcoxon signed-rank test {w}."
+
+
+def official_section(comparison: Comparison) -> list[str]:
+    """DCASE's official score of the paired runs (protocol=dcase): per source, and the tests over the units."""
+    table = comparison.official
+    if table.empty:
+        return []
+    lines = ["", "## DCASE official score (evaluation.protocol=dcase)", "",
+             "Each run's official score (the harmonic mean of its AUC per domain, that domain's normals against all anomalies, "
+             "and the pooled pAUC at FPR ≤ 0.1) over the domains both runs of a pair evaluated; Δ = score(a) − score(b), the "
+             f"mean over the paired seeds, with the seed {LEVEL}% t-interval; the tests are over the (source, seed) units.", "",
+             *markdown_table(["a", "b", "source", "seeds", "score a", "score b", "Δ score", f"seed {LEVEL}% CI"],
+                             [[text(r.condition_a), text(r.condition_b), r.source, str(r.n_seeds), number(r.official_a),
+                               number(r.official_b), signed(r.difference),
+                               "-" if pd.isna(r.seed_ci_low) else f"[{signed(r.seed_ci_low)}, {signed(r.seed_ci_high)}]"]
+                              for r in table.itertuples()]), ""]
+    corrected = len(comparison.notes) > 1
+    for r in table.drop_duplicates(["condition_a", "condition_b"]).itertuples():
+        lines.append(f"- a = {r.condition_a}, b = {r.condition_b}: {tests_line(r, corrected)}")
+    return lines
 
 
 def ranking_section(comparison: Comparison) -> list[str]:
@@ -79,8 +101,8 @@ def ranking_section(comparison: Comparison) -> list[str]:
 
 
 def comparison_markdown(comparison: Comparison) -> str:
-    """comparison.md: the explanation, each condition pair, the ranking."""
+    """comparison.md: the explanation, each condition pair, DCASE's official score (protocol=dcase), the ranking."""
     lines = ["# Paired comparison", "", *explanation(comparison)]
     for (a, b), notes in comparison.notes.items():
         lines += pair_section(comparison, a, b, notes)
-    return "\n".join(lines + ranking_section(comparison)) + "\n"
+    return "\n".join(lines + official_section(comparison) + ranking_section(comparison)) + "\n"
