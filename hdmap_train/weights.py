@@ -12,7 +12,9 @@ torchvision and huggingface_hub are imported where they are used, so the command
 """
 
 import hashlib
+import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from omegaconf import DictConfig
 
 from hdmap_train.errors import HdmapError
 
+log = logging.getLogger(__name__)
 DOWNLOAD_HINT = "python -m hdmap_train.weights model={model}"
 
 
@@ -123,14 +126,43 @@ def weight_files(model_cfg: DictConfig) -> dict[str, Path]:
     return files
 
 
+def published(path: Path, sha256: str) -> tuple[bool | None, str]:
+    """Is the file the one its publisher released? (True/False, or None where nothing published says; how it was checked.)
+
+    The Hugging Face cache keeps a downloaded weight file (a Git LFS file) as ``blobs/<sha256 the hub served>`` behind
+    the snapshot's link; torch hub files (torchvision's) are named ``<name>-<first hex digits of their sha256>.pth``.
+    """
+    blob = path.resolve()
+    if path.is_symlink() and blob.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", blob.name):
+        if blob.name == sha256:
+            return True, "sha256 equals the one the Hugging Face hub served (its cache blob name)"
+        return False, f"sha256 differs from the {blob.name[:12]}... the Hugging Face hub served: the file changed after download"
+    prefix = re.search(r"-([0-9a-f]{8,64})\.pth$", path.name)  # torch hub's check_hash convention
+    if prefix:
+        if sha256.startswith(prefix.group(1)):
+            return True, f"sha256 starts with the {prefix.group(1)} of its published file name"
+        return False, f"sha256 does not start with the {prefix.group(1)} of its published file name: not the published file"
+    return None, "no published sha256 to check against (not a Hugging Face hub download, no hash in its name)"
+
+
 def weights_record(model_cfg: DictConfig) -> dict:
-    """metrics.json `weights`: mode "random" (weights=random), "none" (a model trained from scratch) or
-    "pretrained" with each file's path and sha256.
+    """metrics.json `weights`: mode "random" (weights=random), "none" (a model trained from scratch), "pretrained"
+    (every file is the published one: `published`) or "unverified" (a file that is not, or cannot be checked), with
+    each file's path, sha256, `published` and `check`; `pre_trained` is true only for "pretrained". A warning names
+    each file that is not known to be the published one.
     """
     if model_cfg.get("random_weights", False):
-        return {"mode": "random", "files": []}
-    files = [{"what": what, "path": str(path), "sha256": _sha256(path)} for what, path in weight_files(model_cfg).items()]
-    return {"mode": "pretrained" if files else "none", "files": files}
+        return {"mode": "random", "pre_trained": False, "files": []}
+    files = []
+    for what, path in weight_files(model_cfg).items():
+        sha256 = _sha256(path)
+        verdict, check = published(path, sha256)
+        files.append({"what": what, "path": str(path), "sha256": sha256, "published": verdict, "check": check})
+        if verdict is not True:
+            log.warning("weights: %s (%s) is not known to be the published pretrained file: %s; recorded as "
+                        "weights.mode=unverified", what, path, check)
+    mode = "none" if not files else "pretrained" if all(f["published"] is True for f in files) else "unverified"
+    return {"mode": mode, "pre_trained": mode == "pretrained", "files": files}
 
 
 def _sha256(path: Path) -> str:

@@ -33,7 +33,8 @@ def test_pretrained_models_end_to_end_offline(model: str, tiny_dataset: Path, tm
     path = write_random_weights(PRETRAINED[model], hf_cache)
     run(tiny_run_cfg(model, tiny_dataset, tmp_path / "run"), tmp_path / "run")
     record = assert_complete_record(tmp_path / "run", model)
-    assert record["weights"]["mode"] == "pretrained" and [f["path"] for f in record["weights"]["files"]] == [str(path)]
+    assert record["weights"]["mode"] == "unverified" and [f["path"] for f in record["weights"]["files"]] == [str(path)]
+    assert record["weights"]["pre_trained"] is False  # random weights planted in the cache are not the published ones
     assert record["weights"]["files"][0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     if model == "patchcore":
         info = record["training_info"]

@@ -1,6 +1,8 @@
 """Pretrained weights come from the local Hugging Face cache only; the real timm/anomalib path loads them."""
 
+import hashlib
 import http.server
+import logging
 import os
 import shutil
 import socket
@@ -18,7 +20,9 @@ from hdmap_train.train import run
 from hdmap_train.weights import (
     MissingWeightsError,
     pretrained_source,
+    published,
     require_pretrained,
+    weights_record,
     write_random_weights,
 )
 from helpers.config import CONF_DIR, compose_cfg
@@ -92,7 +96,7 @@ def test_every_model_runs_with_random_weights_on_empty_caches(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no torchvision file either
     run(tiny_run_cfg(model, tiny_dataset, tmp_path / "run", "weights=random"), tmp_path / "run")
     record = assert_complete_record(tmp_path / "run", model)
-    assert record["weights"] == {"mode": "random", "files": []}
+    assert record["weights"] == {"mode": "random", "pre_trained": False, "files": []}
     assert True not in pretrained_flags(record["condition"]["config"])
     assert record["condition"]["config"]["model"]["random_weights"] is True
     assert not list(tmp_path.glob("hub/*")) and not (tmp_path / "torch").exists()  # nothing fetched or written
@@ -121,6 +125,10 @@ class StandInHub(http.server.SimpleHTTPRequestHandler):
     def end_headers(self) -> None:
         self.send_header("X-Repo-Commit", "1" * 40)
         self.send_header("ETag", '"stand-in"')
+        served = Path(self.translate_path(self.path))
+        if served.is_file():  # as the hub answers for a Git LFS file: its sha256
+            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(served.read_bytes()).hexdigest()}"')
+            self.send_header("X-Linked-Size", str(served.stat().st_size))
         super().end_headers()
 
     def log_message(self, *args) -> None:
@@ -151,6 +159,31 @@ def test_download_fetches_backbones_from_a_stand_in_hub_into_the_cache(tmp_path:
     assert "draem: no pretrained weights needed" in done.stdout
     assert load_file(cached).keys() == load_file(served).keys()
     assert torch.equal(load_file(cached)["fc.weight"], load_file(served)["fc.weight"])
+    model = compose_cfg(["model=patchcore", "size=cpu"], tmp_path).model
+    record = weights_record(model)  # a file the hub served, unchanged since: verified
+    assert record["mode"] == "pretrained" and record["pre_trained"] is True and record["files"][0]["published"] is True
+    cached.resolve().write_bytes(b"changed after download")
+    record = weights_record(model)
+    assert record["mode"] == "unverified" and record["pre_trained"] is False and record["files"][0]["published"] is False
+
+
+def test_weights_planted_in_the_cache_are_not_called_pretrained(tmp_path: Path, hf_cache: Path, caplog) -> None:
+    path = write_random_weights("resnet18", hf_cache)  # a file in the snapshot folder, not one the hub served
+    with caplog.at_level(logging.WARNING, logger="hdmap_train.weights"):
+        record = weights_record(compose_cfg(["model=patchcore", "size=cpu"], tmp_path).model)
+    assert record["mode"] == "unverified" and record["pre_trained"] is False
+    assert record["files"][0]["published"] is None and record["files"][0]["path"] == str(path)
+    assert "is not known to be the published pretrained file" in caplog.text and "weights.mode=unverified" in caplog.text
+
+
+def test_torch_hub_files_are_checked_against_the_hash_in_their_name(tmp_path: Path) -> None:
+    content = b"torchvision weights"
+    sha256 = hashlib.sha256(content).hexdigest()
+    good, bad = tmp_path / f"resnet18-{sha256[:8]}.pth", tmp_path / "resnet18-00000000.pth"
+    for path in (good, bad):
+        path.write_bytes(content)
+    assert published(good, sha256)[0] is True and published(bad, sha256)[0] is False
+    assert published(tmp_path / "teacher_small.pth", sha256)[0] is None  # nothing published to check against
 
 
 def test_download_without_network_fails_with_one_line(tmp_path: Path) -> None:

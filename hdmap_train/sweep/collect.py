@@ -88,7 +88,7 @@ def record_row(record: dict) -> dict:
         "status": record["status"],
         "error": error.splitlines()[0] if error else "",
         "fit_seconds": (record.get("training_info") or {}).get("fit_seconds"),
-        "weights": (record.get("weights") or {}).get("mode"),  # pretrained | random | none (empty: older runs)
+        "weights": (record.get("weights") or {}).get("mode"),  # pretrained | unverified | random | none (empty: older runs)
         **efficiency_row(record),
     }
     if record["status"] != "success":
