@@ -1,6 +1,7 @@
 """`python -m hdmap_train.compare`: paired bootstrap of AUROC differences, Wilcoxon test, mean ranks, refusals."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,23 @@ def test_dcase_official_score_is_compared_over_the_units(tmp_path: Path, capsys)
     assert official.loc[0, "t_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert "## DCASE official score (evaluation.protocol=dcase)" in printed
     assert f"| draem | patchcore | A | 3 | {a.mean():.3f} | {b.mean():.3f} | {(a - b).mean():+.3f} |" in printed
+
+
+@pytest.mark.slow
+def test_real_runs_on_two_datasets_with_the_same_file_names_are_refused(tmp_path: Path, tiny_dataset: Path, capsys) -> None:
+    from hdmap_train.data.synthetic import SyntheticSpec, ensure_dataset
+    from hdmap_train.train import run
+    from helpers.config import TINY_SPEC
+    from helpers.runs import tiny_run_cfg
+
+    first = Path(shutil.copytree(tiny_dataset, tmp_path / "first"))
+    other = ensure_dataset(SyntheticSpec(n_train=TINY_SPEC.n_train, n_test=TINY_SPEC.n_test, seed=1), tmp_path / "other")
+    for root in (first, other):  # the original system's layout: no manifest
+        (root / "manifest.json").unlink()
+    names = [sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) for root in (first, other)]
+    assert names[0] == names[1]  # the same files and labels by name; other bytes
+    for model, root in (("padim", first), ("patchcore", other)):
+        run(tiny_run_cfg(model, root, tmp_path / model, "weights=random", "domain.targets=[B]"), tmp_path / model)
+    assert main([f"dir={tmp_path / 'padim'}", f"dir={tmp_path / 'patchcore'}", "resamples=20"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: Cannot pair ") and "test sets differ in content" in error and len(error.strip().splitlines()) == 1
